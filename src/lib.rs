@@ -1,0 +1,176 @@
+//! sigv4-sidecar: a reverse proxy that signs every request with AWS SigV4.
+//!
+//! An app sends plain HTTP to the sidecar on loopback; the sidecar appends the request to its
+//! configured upstream (an API Gateway stage, a Lambda function URL, ...), signs it with
+//! credentials it keeps fresh in the background, and streams the answer back.
+//!
+//! Reading order for newcomers: [`config`] (what can be configured), [`credentials`] (how
+//! credentials are held and refreshed), [`signing`] (one call into `aws-sigv4`), [`proxy`] (the
+//! per-request pipeline), [`error`] (every answer the sidecar produces itself), [`admin`] and
+//! [`metrics`], and [`server`] (accept loops and graceful shutdown). [`run`] wires them.
+
+pub mod admin;
+pub mod config;
+pub mod credentials;
+pub mod error;
+pub mod metrics;
+pub mod proxy;
+pub mod server;
+pub mod signing;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
+use aws_smithy_types::timeout::TimeoutConfig;
+use tokio::sync::watch;
+
+use crate::admin::{Admin, Readiness};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::proxy::Route;
+use crate::server::ConnLimits;
+
+/// Runs the sidecar until `shutdown` completes, then drains in-flight requests for up to
+/// `shutdown_grace`. Returns an error (before serving anything) when a listener cannot be bound
+/// or a route cannot be set up.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    let metrics = Metrics::new();
+    let sdk = aws_sdk_config(&config).await?;
+    let base = sdk
+        .credentials_provider()
+        .ok_or("the AWS default credential chain is not available")?;
+    let sts = aws_sdk_sts::Client::new(&sdk);
+    let creds = credentials::build(
+        config
+            .routes
+            .iter()
+            .map(|r| (r.role.clone(), r.refresh_before_expiry)),
+        &base,
+        &sts,
+        &metrics,
+    );
+
+    // Bind everything first: a port clash must stop the process before it serves anything.
+    let admin_listener = server::bind("admin", config.admin_listen).await?;
+    let mut listeners = Vec::new();
+    let mut routes = Vec::new();
+    for rc in &config.routes {
+        let cell = creds
+            .cells
+            .get(&rc.role)
+            .cloned()
+            .ok_or("credential cell missing for a route")?;
+        let route = Arc::new(
+            Route::new(rc, cell, metrics.clone()).map_err(|e| format!("route {}: {e}", rc.name))?,
+        );
+        listeners.push(server::bind(&format!("route {}", rc.name), rc.listen).await?);
+        routes.push(route);
+    }
+
+    // Credentials are fetched in the background; until they arrive /readyz says 503.
+    for refresher in creds.refreshers {
+        tokio::spawn(refresher.run());
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let readiness = Arc::new(Readiness::default());
+    let admin = Arc::new(Admin {
+        routes: routes.clone(),
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+    });
+    tracing::info!(addr = %admin_listener.local_addr().map_err(|e| e.to_string())?, "admin listening");
+    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+    let admin_task = tokio::spawn(server::serve(
+        admin_listener,
+        move |req| admin.clone().handle(req),
+        ConnLimits::default(),
+        admin_stop_rx,
+    ));
+
+    let mut proxies = Vec::new();
+    for (listener, route) in listeners.into_iter().zip(routes) {
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        if !addr.ip().is_loopback() {
+            tracing::warn!(route = %route.name, %addr, "proxy listens beyond loopback: anyone who can reach it can make signed requests as this pod's role");
+        }
+        tracing::info!(route = %route.name, %addr, upstream = %route.upstream.url, "proxy listening");
+        proxies.push(tokio::spawn(server::serve(
+            listener,
+            move |req| route.clone().handle(req),
+            ConnLimits::default(),
+            stop_rx.clone(),
+        )));
+    }
+    readiness.set_listening();
+
+    shutdown.await;
+    tracing::info!(
+        grace_secs = config.shutdown_grace.as_secs_f64(),
+        "shutting down: refusing new connections, draining in-flight requests"
+    );
+    readiness.set_draining();
+    let _ = stop_tx.send(true);
+    let drained = async {
+        for p in proxies {
+            if let Ok(graceful) = p.await {
+                graceful.shutdown().await;
+            }
+        }
+    };
+    if tokio::time::timeout(config.shutdown_grace, drained)
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown_grace elapsed with requests still in flight; closing them");
+    } else {
+        tracing::info!("all in-flight requests finished");
+    }
+    let _ = admin_stop_tx.send(true);
+    if let Ok(graceful) = admin_task.await {
+        let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
+    }
+    Ok(())
+}
+
+/// The AWS SDK configuration the credential chain and the STS client use: the default chain,
+/// one hyper 1 + rustls (ring) HTTP client, and the route's region when `AWS_REGION` is unset
+/// (so the SDK never asks instance metadata for a region).
+async fn aws_sdk_config(config: &Config) -> Result<aws_config::SdkConfig, String> {
+    let mut trust = TrustStore::default();
+    for r in &config.routes {
+        if let Some(ca) = &r.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+            trust = trust.with_pem_certificate(pem);
+        }
+    }
+    let tls_context = TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| format!("TLS setup for STS: {e}"))?;
+    let http_client = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .tls_context(tls_context)
+        .build_https();
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(Duration::from_secs(5))
+        .operation_timeout(Duration::from_secs(15))
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client)
+        .timeout_config(timeouts);
+    let env_region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .any(|k| std::env::var(k).is_ok_and(|v| !v.is_empty()));
+    if !env_region {
+        if let Some(first) = config.routes.first() {
+            loader = loader.region(aws_config::Region::new(first.region.clone()));
+        }
+    }
+    Ok(loader.load().await)
+}

@@ -1,0 +1,83 @@
+//! The `sigv4-sidecar` binary: command line, configuration, logging, runtime, signals.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use sigv4_sidecar::config::{Config, Sources};
+
+/// Signs HTTP requests with AWS SigV4 and forwards them to an IAM-protected upstream.
+#[derive(Parser, Debug)]
+#[command(name = "sigv4-sidecar", version, about, long_about = None)]
+struct Cli {
+    /// TOML configuration file (settings from SIGV4_SIDECAR_* environment variables override it).
+    #[arg(long, env = "SIGV4_SIDECAR_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Load and validate the configuration, print the effective configuration (secrets
+    /// redacted), and exit 0 if it is valid or 1 if not.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&Sources::from_process(cli.config.clone())) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sigv4-sidecar: configuration error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if cli.check {
+        println!("{}", config.effective_json());
+        for r in &config.routes {
+            println!(
+                "route {}: listen {} -> {} (region {}, service {}, role {})",
+                r.name,
+                r.listen,
+                r.upstream.url,
+                r.region,
+                r.service,
+                r.role.role_arn.as_deref().unwrap_or("<base credentials>")
+            );
+        }
+        println!("configuration OK");
+        return ExitCode::SUCCESS;
+    }
+    sigv4_sidecar::telemetry::init(config.log_format, &config.log_level);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sigv4-sidecar: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(sigv4_sidecar::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "sigv4-sidecar cannot start");
+            eprintln!("sigv4-sidecar: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Resolves on SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
+        _ = int.recv() => tracing::info!(signal = "SIGINT", "signal received"),
+    }
+}

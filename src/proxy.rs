@@ -1,0 +1,610 @@
+//! The data path: one request in, one signed request upstream, the answer streamed back.
+//!
+//! [`Route::handle`] is the whole per-request pipeline. It refuses what the sidecar must not
+//! forward (CONNECT, absolute-form targets, oversized bodies), appends the request target to the
+//! upstream base URL byte for byte, drops hop-by-hop and client signing headers, reads and hashes
+//! the body, signs with the credentials held right now, and streams the upstream's answer back
+//! through a [`ProxyBody`] that records metrics and the access log line when the exchange ends,
+//! however it ends.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus::{Histogram, IntGauge};
+use sha2::{Digest, Sha256};
+
+use crate::config::{RouteConfig, Upstream};
+use crate::credentials::CredentialCell;
+use crate::error::ProxyError;
+use crate::metrics::Metrics;
+use crate::signing::{self, Scope};
+
+/// The pooled upstream client: hyper 1 over rustls, HTTP/1.1 or HTTP/2 by ALPN.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Everything one route needs per request, built once at start.
+pub struct Route {
+    pub name: Arc<str>,
+    pub upstream: Upstream,
+    host_header: HeaderValue,
+    /// `scheme://authority` + base path: the fixed front of every upstream URI.
+    uri_prefix: String,
+    scope: Scope,
+    creds: CredentialCell,
+    client: UpstreamClient,
+    max_body_bytes: u64,
+    request_timeout: Duration,
+    metrics: Metrics,
+    inflight: IntGauge,
+    upstream_duration: Histogram,
+}
+
+impl Route {
+    pub fn new(cfg: &RouteConfig, creds: CredentialCell, metrics: Metrics) -> Result<Self, String> {
+        let client = build_client(cfg)?;
+        let host_header = HeaderValue::from_str(cfg.upstream.authority.as_str())
+            .map_err(|e| format!("upstream host is not a valid Host header: {e}"))?;
+        metrics.init_route(&cfg.name);
+        Ok(Route {
+            name: cfg.name.as_str().into(),
+            uri_prefix: format!(
+                "{}://{}{}",
+                cfg.upstream.scheme, cfg.upstream.authority, cfg.upstream.base_path
+            ),
+            upstream: cfg.upstream.clone(),
+            host_header,
+            scope: Scope::new(&cfg.region, &cfg.service),
+            creds,
+            client,
+            max_body_bytes: cfg.max_body_bytes,
+            request_timeout: cfg.request_timeout,
+            inflight: metrics.inflight.with_label_values(&[&cfg.name]),
+            upstream_duration: metrics.upstream_duration.with_label_values(&[&cfg.name]),
+            metrics,
+        })
+    }
+
+    /// Whether this route holds credentials it may sign with now.
+    pub fn credentials_valid(&self) -> bool {
+        self.creds.is_valid()
+    }
+
+    /// The credential cell this route signs with.
+    pub fn credentials(&self) -> &CredentialCell {
+        &self.creds
+    }
+
+    /// Handles one request. Never fails: every error becomes one of SPEC's JSON answers.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
+        let mut log = Exchange::start(self.clone(), &req);
+        match self.forward(req, &mut log).await {
+            Ok(res) => {
+                let (mut parts, body) = res.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                log.status = parts.status.as_u16();
+                Response::from_parts(parts, ProxyBody::upstream(body, log))
+            }
+            Err(e) => {
+                log.status = e.status().as_u16();
+                log.error = Some(e.code());
+                if matches!(
+                    e,
+                    ProxyError::UpstreamUnreachable(_) | ProxyError::CredentialsUnavailable { .. }
+                ) {
+                    tracing::warn!(route = %self.name, error = %e, "request failed");
+                }
+                e.into_response::<Bytes>().map(|b| ProxyBody::full(b, log))
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        log: &mut Exchange,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        if req.method() == Method::CONNECT {
+            return Err(ProxyError::MethodNotAllowed);
+        }
+        let uri = self.upstream_uri(req.uri(), req.version())?;
+        let (mut parts, body) = req.into_parts();
+        if let Some(len) = content_length(&parts.headers)? {
+            if len > self.max_body_bytes {
+                return Err(ProxyError::PayloadTooLarge {
+                    limit: self.max_body_bytes,
+                });
+            }
+        }
+        let had_length = parts.headers.contains_key(header::CONTENT_LENGTH);
+        prepare_headers(&mut parts.headers, &self.host_header);
+        let (body, hash) = read_body(body, self.max_body_bytes).await?;
+        log.bytes_in = body.len() as u64;
+        if !body.is_empty() || had_length {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        parts.extensions = http::Extensions::new();
+
+        let now = SystemTime::now();
+        let creds = self
+            .creds
+            .current(now)
+            .map_err(|u| ProxyError::CredentialsUnavailable {
+                reason: u.reason,
+                retry_after: u.retry_after,
+            })?;
+        signing::sign_request(&mut parts, &hash, &creds, &self.scope, now)?;
+        drop(creds);
+
+        let sent = Instant::now();
+        let res = tokio::time::timeout(
+            self.request_timeout,
+            self.client
+                .request(Request::from_parts(parts, Full::new(body))),
+        )
+        .await;
+        let upstream_time = sent.elapsed();
+        log.upstream = Some(upstream_time);
+        self.upstream_duration.observe(upstream_time.as_secs_f64());
+        match res {
+            Err(_elapsed) => Err(ProxyError::UpstreamTimeout(self.request_timeout)),
+            Ok(Err(e)) => Err(ProxyError::UpstreamUnreachable(error_chain(&e))),
+            Ok(Ok(res)) => Ok(res),
+        }
+    }
+
+    /// The upstream URI: base URL + the request's path and query, byte for byte.
+    fn upstream_uri(&self, target: &Uri, version: Version) -> Result<Uri, ProxyError> {
+        // HTTP/2 requests always carry scheme and authority (pseudo-headers); in HTTP/1 they
+        // only appear in absolute-form, which a forward proxy would honour and we refuse.
+        if version < Version::HTTP_2 && (target.scheme().is_some() || target.authority().is_some())
+        {
+            return Err(ProxyError::BadRequest(
+                "absolute-form request target: the sidecar only forwards to its configured upstream".into(),
+            ));
+        }
+        let pq = target.path_and_query().map_or("/", |pq| pq.as_str());
+        if !pq.starts_with('/') {
+            return Err(ProxyError::BadRequest(format!(
+                "request target {pq:?} is not an origin-form path"
+            )));
+        }
+        let mut full = String::with_capacity(self.uri_prefix.len() + pq.len());
+        full.push_str(&self.uri_prefix);
+        full.push_str(pq);
+        Uri::try_from(full)
+            .map_err(|e| ProxyError::BadRequest(format!("request target cannot be forwarded: {e}")))
+    }
+}
+
+/// Builds the route's pooled HTTPS client: public web PKI roots built in, plus `ca_file`.
+fn build_client(cfg: &RouteConfig) -> Result<UpstreamClient, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = &cfg.ca_file {
+        use rustls_pki_types::pem::PemObject;
+        for cert in rustls_pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("ca_file {}: {e}", path.display()))?
+        {
+            let cert = cert.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS setup: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(cfg.connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        // Below API Gateway's and ALB's idle timeouts, so a pooled connection is not reused
+        // just as the far end closes it.
+        .pool_idle_timeout(Duration::from_secs(50))
+        .build(https))
+}
+
+/// Hop-by-hop headers (RFC 9110 7.6.1), never forwarded in either direction.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Client headers that would clash with the sidecar's signature.
+const SIGNING_HEADERS: &[&str] = &[
+    "authorization",
+    "x-amz-date",
+    "x-amz-security-token",
+    "x-amz-content-sha256",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named by Connection are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    let proxy_named: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy_named {
+        headers.remove(name);
+    }
+}
+
+/// The request headers as they go upstream (before signing adds its own).
+fn prepare_headers(headers: &mut HeaderMap, host: &HeaderValue) {
+    strip_hop_by_hop(headers);
+    for name in SIGNING_HEADERS {
+        headers.remove(*name);
+    }
+    // The body is read whole before it is sent, so the client's `Expect: 100-continue` has been
+    // answered already; the upstream must not wait for a go-ahead that nobody will give.
+    headers.remove(header::EXPECT);
+    headers.insert(header::HOST, host.clone());
+}
+
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
+    match headers.get(header::CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| ProxyError::BadRequest("invalid Content-Length".into())),
+    }
+}
+
+/// Reads the whole body (at most `limit` bytes) and its SHA-256, hashed as it arrives.
+async fn read_body(mut body: Incoming, limit: u64) -> Result<(Bytes, String), ProxyError> {
+    if body.is_end_stream() {
+        return Ok((Bytes::new(), signing::EMPTY_SHA256.to_string()));
+    }
+    let hint = body.size_hint().exact().unwrap_or(0).min(limit) as usize;
+    let mut buf = BytesMut::with_capacity(hint);
+    let mut hasher = Sha256::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ProxyError::ClientBody(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if (buf.len() + data.len()) as u64 > limit {
+                return Err(ProxyError::PayloadTooLarge { limit });
+            }
+            hasher.update(&data);
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok((buf.freeze(), hex::encode(hasher.finalize())))
+}
+
+/// The full cause chain of an error, for logs and the 502 message.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Method label with bounded cardinality: unknown methods are counted as `other`.
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// One request/response exchange in flight. Dropping it (when the response body ends, fails,
+/// or the client goes away) records the metrics and writes the access log line.
+pub struct Exchange {
+    route: Arc<Route>,
+    method: &'static str,
+    path: String,
+    started: Instant,
+    status: u16,
+    error: Option<&'static str>,
+    upstream: Option<Duration>,
+    bytes_in: u64,
+    bytes_out: u64,
+    outcome: &'static str,
+}
+
+impl Exchange {
+    fn start(route: Arc<Route>, req: &Request<Incoming>) -> Self {
+        route.inflight.inc();
+        Exchange {
+            method: method_label(req.method()),
+            // The query is left out of logs: it may carry things the app considers private.
+            path: req.uri().path().to_string(),
+            started: Instant::now(),
+            status: 0,
+            error: None,
+            upstream: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            // Until the body ends, a drop means the client went away.
+            outcome: "client_gone",
+            route,
+        }
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        let r = &self.route;
+        r.inflight.dec();
+        let elapsed = self.started.elapsed();
+        let m = &r.metrics;
+        let code = itoa_status(self.status);
+        m.requests_total
+            .with_label_values(&[&r.name, self.method, code])
+            .inc();
+        m.request_duration
+            .with_label_values(&[&r.name, self.method])
+            .observe(elapsed.as_secs_f64());
+        if let Some(e) = self.error {
+            m.errors_total.with_label_values(&[&r.name, e]).inc();
+        }
+        tracing::info!(
+            target: "sigv4_sidecar::access",
+            route = %r.name,
+            method = self.method,
+            path = %self.path,
+            status = self.status,
+            duration_ms = elapsed.as_secs_f64() * 1e3,
+            upstream_ms = self.upstream.map(|d| d.as_secs_f64() * 1e3),
+            bytes_in = self.bytes_in,
+            bytes_out = self.bytes_out,
+            error = self.error,
+            outcome = self.outcome,
+            "request"
+        );
+    }
+}
+
+/// Status code as a label without allocating for the common codes.
+fn itoa_status(status: u16) -> &'static str {
+    const CODES: &[(u16, &str)] = &[
+        (200, "200"),
+        (201, "201"),
+        (202, "202"),
+        (204, "204"),
+        (206, "206"),
+        (301, "301"),
+        (302, "302"),
+        (304, "304"),
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (405, "405"),
+        (409, "409"),
+        (413, "413"),
+        (429, "429"),
+        (500, "500"),
+        (502, "502"),
+        (503, "503"),
+        (504, "504"),
+    ];
+    CODES.iter().find(|(c, _)| *c == status).map_or(
+        match status / 100 {
+            1 => "1xx",
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            5 => "5xx",
+            _ => "0",
+        },
+        |(_, s)| s,
+    )
+}
+
+/// The response body the app receives: the upstream's, streamed, or the sidecar's own answer.
+/// It carries the [`Exchange`] so the exchange is recorded exactly when the body is done.
+pub struct ProxyBody {
+    inner: Inner,
+    exchange: Option<Exchange>,
+}
+
+enum Inner {
+    Full(Option<Bytes>),
+    Upstream(Incoming),
+}
+
+impl ProxyBody {
+    fn upstream(body: Incoming, exchange: Exchange) -> Self {
+        ProxyBody {
+            inner: Inner::Upstream(body),
+            exchange: Some(exchange),
+        }
+    }
+
+    fn full(bytes: Bytes, exchange: Exchange) -> Self {
+        ProxyBody {
+            inner: Inner::Full(Some(bytes)),
+            exchange: Some(exchange),
+        }
+    }
+
+    /// A body with no exchange attached (for the admin server).
+    pub fn plain(bytes: Bytes) -> Self {
+        ProxyBody {
+            inner: Inner::Full(Some(bytes)),
+            exchange: None,
+        }
+    }
+
+    fn finish(&mut self, outcome: &'static str) {
+        if let Some(mut x) = self.exchange.take() {
+            x.outcome = outcome;
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = match &mut this.inner {
+            Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(x)) = (frame.data_ref(), this.exchange.as_mut()) {
+                    x.bytes_out += data.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                tracing::warn!(error = %e, "upstream response body failed mid-stream; the response is cut short");
+                this.finish("upstream_truncated");
+            }
+            Poll::Ready(None) => this.finish("complete"),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full(b) => b.is_none(),
+            Inner::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Inner::Full(None) => SizeHint::with_exact(0),
+            Inner::Upstream(body) => body.size_hint(),
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // A body that had nothing left to send (a HEAD answer, a 204) counts as delivered.
+        let done = match &self.inner {
+            Inner::Full(_) => true,
+            Inner::Upstream(body) => body.is_end_stream(),
+        };
+        if done {
+            self.finish("complete");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_signing_headers_are_dropped() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-private-hop"),
+            ("x-private-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-foo", "1"),
+            ("te", "trailers"),
+            ("trailer", "x"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("authorization", "Bearer app"),
+            ("x-amz-date", "20200101T000000Z"),
+            ("x-amz-security-token", "t"),
+            ("x-amz-content-sha256", "UNSIGNED-PAYLOAD"),
+            ("host", "localhost:8080"),
+            ("x-amz-target", "kept"),
+            ("accept", "application/json"),
+        ] {
+            h.append(k, HeaderValue::from_static(v));
+        }
+        prepare_headers(&mut h, &HeaderValue::from_static("api.example"));
+        let mut left: Vec<_> = h
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("")))
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "accept: application/json",
+                "host: api.example",
+                "x-amz-target: kept"
+            ]
+        );
+    }
+
+    #[test]
+    fn status_labels() {
+        assert_eq!(itoa_status(200), "200");
+        assert_eq!(itoa_status(418), "4xx");
+        assert_eq!(itoa_status(0), "0");
+    }
+}
