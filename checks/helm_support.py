@@ -1,0 +1,165 @@
+"""Helpers for checks/test_helm.py: render charts with Helm's own engine (helm-python-sdk,
+no helm binary), split the output into Kubernetes objects, and validate them with
+kubernetes-validate (plus a subset schema for the PodMonitor CRD)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate.utils as kv
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+HELM_DIR = REPO / "helm"
+CHART_DIR = HELM_DIR / "sigv4-sidecar"
+EXAMPLE_DIR = HELM_DIR / "examples" / "app-with-sidecar"
+
+RELEASE = "demo"
+NAMESPACE = "apps"
+
+UPSTREAM = "https://abc123.execute-api.us-east-1.amazonaws.com/Prod"
+
+
+def render(chart_dir: Path, values: dict[str, Any] | None, *, name: str = RELEASE,
+           namespace: str = NAMESPACE) -> dict[str, str]:
+    """Render a chart offline (as `helm template` does, schema validation included)."""
+    with helm.Chart.load(chart_dir) as chart:
+        return chart.render(values, name=name, namespace=namespace, is_install=True)
+
+
+def objects(manifests: dict[str, str]) -> list[dict[str, Any]]:
+    """The Kubernetes objects of rendered manifests (NOTES.txt and empty documents dropped),
+    each with the template it came from under the key `__source`."""
+    out: list[dict[str, Any]] = []
+    for source, text in sorted(manifests.items()):
+        if source.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                doc["__source"] = source
+                out.append(doc)
+    return out
+
+
+def render_objects(values: dict[str, Any] | None, chart_dir: Path = CHART_DIR,
+                   **kw: Any) -> list[dict[str, Any]]:
+    return objects(render(chart_dir, values, **kw))
+
+
+def one(objs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [o for o in objs if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, got {[o['metadata']['name'] for o in found]}"
+    return found[0]
+
+
+def kinds(objs: list[dict[str, Any]]) -> list[str]:
+    return sorted(o["kind"] for o in objs)
+
+
+def strip(obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k != "__source"}
+
+
+def sidecar(pod_spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(list it is in, container) of the sigv4-sidecar container of a pod spec."""
+    hits = [(where, c) for where in ("initContainers", "containers")
+            for c in pod_spec.get(where) or [] if c["name"] == "sigv4-sidecar"]
+    assert len(hits) == 1, f"expected exactly one sigv4-sidecar container, got {hits}"
+    return hits[0]
+
+
+# --- kubernetes-validate -------------------------------------------------------------------
+
+def k8s_versions() -> list[str]:
+    """Kubernetes 1.29 (native sidecars on by default) and the newest schema set shipped."""
+    return ["1.29.0", kv.latest_version()]
+
+
+# The PodMonitor CRD (monitoring.coreos.com/v1) is not part of kubernetes-validate's
+# built-in schemas and its full OpenAPI schema (~80 kB) is not vendored here. This is a strict
+# subset written from the CRD: every field the chart can emit, with the CRD's types and its
+# Duration pattern; anything else (a typo, a field of the wrong type) fails.
+_DURATION = "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+PODMONITOR_SUBSET_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PodMonitor"},
+        "metadata": {
+            "type": "object", "required": ["name"], "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", "maxLength": 253},
+                "namespace": {"type": "string"},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        },
+        "spec": {
+            "type": "object", "required": ["selector", "podMetricsEndpoints"], "additionalProperties": False,
+            "properties": {
+                "namespaceSelector": {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {"any": {"type": "boolean"},
+                                   "matchNames": {"type": "array", "items": {"type": "string"}}},
+                },
+                "selector": {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {"matchLabels": {"type": "object", "minProperties": 1,
+                                                   "additionalProperties": {"type": "string"}}},
+                },
+                "podMetricsEndpoints": {
+                    "type": "array", "minItems": 1,
+                    "items": {
+                        "type": "object", "additionalProperties": False,
+                        "properties": {
+                            "port": {"type": "string"},
+                            "path": {"type": "string"},
+                            "interval": {"type": "string", "pattern": _DURATION},
+                            "scrapeTimeout": {"type": "string", "pattern": _DURATION},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def validate_k8s(obj: dict[str, Any], version: str) -> str:
+    """Validate one object strictly; returns what it was validated against."""
+    data = strip(obj)
+    if data.get("apiVersion") == "monitoring.coreos.com/v1":
+        jsonschema.Draft7Validator(PODMONITOR_SUBSET_SCHEMA).validate(data)
+        return "PodMonitor subset schema"
+    try:
+        return kv.validate(data, version, strict=True)
+    except kv.ValidationError as e:
+        path = ".".join(str(p) for p in e.path)
+        raise AssertionError(
+            f"{obj['__source']}: {data['kind']}/{data['metadata']['name']} is invalid for "
+            f"Kubernetes {e.version}: {path}: {e.message}") from None
+    except kv.SchemaNotFoundError as e:
+        raise AssertionError(f"{obj['__source']}: {e.message}") from None
+
+
+# --- the dependency example ---------------------------------------------------------------
+
+def prepare_example(workdir: Path) -> Path:
+    """Copy helm/ into workdir and resolve the example's `file://../../sigv4-sidecar`
+    dependency there with Helm's own `dependency update` (offline: a file:// repository is
+    packaged from the local directory). The source tree is left untouched."""
+    dest = workdir / "helm"
+    shutil.copytree(HELM_DIR, dest, ignore=shutil.ignore_patterns("charts", "Chart.lock", "*.tgz"))
+    example = dest / "examples" / "app-with-sidecar"
+    before = {d["name"]: d["status"] for d in helm.dependency_list(example)}
+    assert before == {"sigv4-sidecar": "missing"}, before
+    helm.dependency_update(example)
+    after = {d["name"]: d["status"] for d in helm.dependency_list(example)}
+    assert after == {"sigv4-sidecar": "ok"}, after
+    return example
