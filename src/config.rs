@@ -540,7 +540,9 @@ fn validate(
                 "route names must be unique",
             ));
         }
-        if !addrs.insert(r.listen) || r.listen == admin_listen {
+        // Port 0 asks the kernel for a free port: never a clash.
+        let clash = r.listen.port() != 0 && (!addrs.insert(r.listen) || r.listen == admin_listen);
+        if clash {
             return Err(err(
                 key_of(if r.name == "default" { "" } else { &r.name }, "listen"),
                 r.listen,

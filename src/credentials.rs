@@ -119,7 +119,8 @@ impl CredentialCell {
         };
         let reason = match &status.last_error {
             Some(e) => format!("{what}: last error: {e}"),
-            None => format!("{what}: first fetch in progress"),
+            None if expired => format!("{what}: a refresh is in progress"),
+            None => format!("{what}: the first fetch is in progress"),
         };
         Unavailable {
             reason,

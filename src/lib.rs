@@ -71,13 +71,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         routes.push(route);
     }
 
+    let readiness = Arc::new(Readiness::default());
+    readiness.set_listening();
+
     // Credentials are fetched in the background; until they arrive /readyz says 503.
     for refresher in creds.refreshers {
         tokio::spawn(refresher.run());
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let readiness = Arc::new(Readiness::default());
     let admin = Arc::new(Admin {
         routes: routes.clone(),
         metrics: metrics.clone(),
@@ -106,22 +108,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             stop_rx.clone(),
         )));
     }
-    readiness.set_listening();
 
     shutdown.await;
-    tracing::info!(
-        grace_secs = config.shutdown_grace.as_secs_f64(),
-        "shutting down: refusing new connections, draining in-flight requests"
-    );
     readiness.set_draining();
     let _ = stop_tx.send(true);
-    let drained = async {
-        for p in proxies {
-            if let Ok(graceful) = p.await {
-                graceful.shutdown().await;
-            }
+    // The accept loops end at once and drop their listeners: from here on new connections
+    // are refused by the kernel.
+    let mut draining = Vec::new();
+    for p in proxies {
+        if let Ok(graceful) = p.await {
+            draining.push(graceful);
         }
-    };
+    }
+    tracing::info!(
+        grace_secs = config.shutdown_grace.as_secs_f64(),
+        "shutting down: new connections refused, draining in-flight requests"
+    );
+    let drained = futures_join_all(draining.into_iter().map(|g| g.shutdown()));
     if tokio::time::timeout(config.shutdown_grace, drained)
         .await
         .is_err()
@@ -135,6 +138,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
     }
     Ok(())
+}
+
+/// Awaits every future, concurrently.
+async fn futures_join_all<F: Future<Output = ()> + Send + 'static>(futs: impl Iterator<Item = F>) {
+    let mut set = tokio::task::JoinSet::new();
+    for f in futs {
+        set.spawn(f);
+    }
+    while set.join_next().await.is_some() {}
 }
 
 /// The AWS SDK configuration the credential chain and the STS client use: the default chain,

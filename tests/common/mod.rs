@@ -1,0 +1,451 @@
+//! Shared harness for the integration tests: the real `sigv4-sidecar` binary started as a child
+//! process on loopback, next to the testbed's STS emulator and API Gateway stand-in.
+//!
+//! Readiness is never guessed with sleeps: the harness reads the sidecar's own log lines
+//! ("proxy listening", "credentials refreshed") and the testbed's counters.
+
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use sigv4_testbed::gateway::{Backend, Gateway, GatewayConfig};
+use sigv4_testbed::sigv4::Credentials;
+use sigv4_testbed::sts::{StsConfig, StsEmulator};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const REGION: &str = "us-east-1";
+pub const ROLE: &str = "arn:aws:iam::111111111111:role/sidecar-caller";
+pub const BASE_AKID: &str = "AKIDBASETEST00000001";
+pub const BASE_SECRET: &str = "base-secret-key-never-logged-0123456789";
+
+/// The base credentials the sidecar finds in its environment.
+pub fn base_credentials() -> Credentials {
+    Credentials {
+        access_key_id: BASE_AKID.into(),
+        secret_access_key: BASE_SECRET.into(),
+        session_token: None,
+    }
+}
+
+/// An STS emulator whose credentials live `lifetime`.
+pub async fn sts(lifetime: Duration) -> StsEmulator {
+    let mut cfg = StsConfig::new(base_credentials());
+    cfg.lifetime = lifetime;
+    StsEmulator::start(cfg).await.expect("sts emulator starts")
+}
+
+/// An echoing API Gateway stand-in that accepts only `ROLE`.
+pub async fn gateway(sts: &StsEmulator) -> Gateway {
+    gateway_with(sts, Backend::Echo, false).await
+}
+
+pub async fn gateway_with(sts: &StsEmulator, backend: Backend, tls: bool) -> Gateway {
+    Gateway::start(GatewayConfig {
+        region: REGION.into(),
+        service: "execute-api".into(),
+        stage: "Prod".into(),
+        sts: sts.clone(),
+        allowed_roles: Some(vec![ROLE.into()]),
+        backend,
+        tls,
+    })
+    .await
+    .expect("gateway starts")
+}
+
+/// A running sidecar process.
+pub struct Sidecar {
+    child: Child,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    logs: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+/// Settings for one sidecar start; `env` are `SIGV4_SIDECAR_*` keys without the prefix.
+pub struct Launch {
+    pub env: Vec<(String, String)>,
+    pub config_file: Option<String>,
+    pub sts_endpoint: Option<String>,
+}
+
+impl Launch {
+    /// A sidecar for `upstream`, assuming `ROLE` through `sts`.
+    pub fn new(upstream: &str, sts: &StsEmulator) -> Self {
+        Launch {
+            env: vec![
+                ("UPSTREAM".into(), upstream.into()),
+                ("REGION".into(), REGION.into()),
+                ("SERVICE".into(), "execute-api".into()),
+                ("ROLE_ARN".into(), ROLE.into()),
+                ("ROLE_SESSION_NAME".into(), "integration-test".into()),
+                ("LISTEN".into(), "127.0.0.1:0".into()),
+                ("ADMIN_LISTEN".into(), "127.0.0.1:0".into()),
+            ],
+            config_file: None,
+            sts_endpoint: Some(sts.endpoint()),
+        }
+    }
+
+    pub fn set(mut self, key: &str, value: &str) -> Self {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn unset(mut self, key: &str) -> Self {
+        self.env.retain(|(k, _)| k != key);
+        self
+    }
+
+    pub fn start(self) -> Sidecar {
+        Sidecar::start(self, &[])
+    }
+
+    pub fn start_with_env(self, extra: &[(&str, &str)]) -> Sidecar {
+        Sidecar::start(self, extra)
+    }
+}
+
+impl Sidecar {
+    fn start(launch: Launch, extra: &[(&str, &str)]) -> Sidecar {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sigv4-sidecar"));
+        // A clean environment: nothing from the developer's AWS setup leaks into a test, and
+        // nothing ever reaches instance metadata or a real AWS endpoint.
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AWS_ACCESS_KEY_ID", BASE_AKID)
+            .env("AWS_SECRET_ACCESS_KEY", BASE_SECRET)
+            .env("AWS_REGION", REGION)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                "/nonexistent/aws-credentials",
+            )
+            .env("SIGV4_SIDECAR_LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(ep) = &launch.sts_endpoint {
+            cmd.env("AWS_ENDPOINT_URL_STS", ep);
+        }
+        for (k, v) in &launch.env {
+            cmd.env(format!("SIGV4_SIDECAR_{k}"), v);
+        }
+        if let Some(path) = &launch.config_file {
+            cmd.arg("--config").arg(path);
+        }
+        for (k, v) in extra {
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
+        }
+        let mut child = cmd.spawn().expect("sidecar binary starts");
+        let logs: Arc<(Mutex<Vec<String>>, Condvar)> = Arc::default();
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let (lock, cv) = &*logs;
+                    lock.lock().expect("log lock").push(line);
+                    cv.notify_all();
+                }
+            });
+        }
+        let mut sidecar = Sidecar {
+            child,
+            proxy: "0.0.0.0:0".parse().expect("addr"),
+            admin: "0.0.0.0:0".parse().expect("addr"),
+            logs,
+        };
+        let admin = sidecar
+            .wait_for_log(
+                |v| v["message"] == "admin listening",
+                Duration::from_secs(20),
+            )
+            .unwrap_or_else(|| panic!("sidecar did not start; logs:\n{}", sidecar.logs()));
+        sidecar.admin = admin["addr"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .expect("admin addr");
+        let proxy = sidecar
+            .wait_for_log(
+                |v| v["message"] == "proxy listening" && v["route"] == "default",
+                Duration::from_secs(20),
+            )
+            .unwrap_or_else(|| panic!("proxy not listening; logs:\n{}", sidecar.logs()));
+        sidecar.proxy = proxy["addr"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .expect("proxy addr");
+        sidecar
+    }
+
+    /// The listen address of a named route, from its log line.
+    pub fn route_addr(&self, route: &str) -> SocketAddr {
+        self.wait_for_log(
+            |v| v["message"] == "proxy listening" && v["route"] == route,
+            Duration::from_secs(10),
+        )
+        .and_then(|v| v["addr"].as_str().and_then(|a| a.parse().ok()))
+        .unwrap_or_else(|| panic!("route {route} not listening; logs:\n{}", self.logs()))
+    }
+
+    /// Waits until a JSON log line matches `pred`; returns it.
+    pub fn wait_for_log(
+        &self,
+        pred: impl Fn(&serde_json::Value) -> bool,
+        timeout: Duration,
+    ) -> Option<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        let (lock, cv) = &*self.logs;
+        let mut lines = lock.lock().expect("log lock");
+        let mut seen = 0;
+        loop {
+            for line in &lines[seen..] {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                    if pred(&v) {
+                        return Some(v);
+                    }
+                }
+            }
+            seen = lines.len();
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            lines = cv.wait_timeout(lines, deadline - now).expect("log lock").0;
+        }
+    }
+
+    /// Counts log lines matching `pred`.
+    pub fn count_logs(&self, pred: impl Fn(&serde_json::Value) -> bool) -> usize {
+        let lines = self.logs.0.lock().expect("log lock");
+        lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| pred(v))
+            .count()
+    }
+
+    /// Waits until at least `n` JSON log lines match `pred`.
+    pub fn wait_for_count(
+        &self,
+        pred: impl Fn(&serde_json::Value) -> bool,
+        n: usize,
+        timeout: Duration,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (lock, cv) = &*self.logs;
+        let mut lines = lock.lock().expect("log lock");
+        let mut seen = 0;
+        let mut count = 0;
+        loop {
+            count += lines[seen..]
+                .iter()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| pred(v))
+                .count();
+            seen = lines.len();
+            if count >= n {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            lines = cv.wait_timeout(lines, deadline - now).expect("log lock").0;
+        }
+    }
+
+    /// Waits for the `n`-th "credentials refreshed" line.
+    pub fn wait_for_refreshes(&self, n: usize, timeout: Duration) -> bool {
+        self.wait_for_count(|v| v["message"] == "credentials refreshed", n, timeout)
+    }
+
+    /// Everything the process printed so far.
+    pub fn logs(&self) -> String {
+        self.logs.0.lock().expect("log lock").join("\n")
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.proxy, path_and_query)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        let rc = unsafe { libc_kill(self.pid(), sig) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+pub const SIGTERM: i32 = 15;
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A simple response, fully read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The sidecar's own error code, if it produced this answer.
+    pub fn sidecar_error(&self) -> Option<&str> {
+        self.headers
+            .get("x-sigv4-sidecar-error")
+            .and_then(|v| v.to_str().ok())
+    }
+
+    /// For an echo answer: the headers the upstream received, lower-cased names.
+    pub fn echoed_headers(&self) -> HashMap<String, Vec<String>> {
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        for pair in self.json()["headers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            let name = pair[0].as_str().unwrap_or_default().to_ascii_lowercase();
+            out.entry(name)
+                .or_default()
+                .push(pair[1].as_str().unwrap_or_default().to_string());
+        }
+        out
+    }
+}
+
+/// A plain HTTP/1.1 client (no pooling surprises between tests).
+pub fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends one request and reads the whole answer.
+pub async fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let mut req = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body.into())).expect("request");
+    let res = client()
+        .request(req)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e:?}"));
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn get(url: &str) -> Reply {
+    send("GET", url, &[], Bytes::new()).await
+}
+
+/// Writes raw bytes to `addr` and reads until the peer closes or `timeout` passes.
+pub async fn raw(addr: SocketAddr, request: &[u8], timeout: Duration) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(timeout, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of the first response in a raw HTTP/1.1 answer.
+pub fn raw_status(answer: &str) -> u16 {
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"))
+}
+
+/// Polls `url` until it answers `status` (a readiness endpoint is the signal here).
+pub async fn wait_status(url: &str, status: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Ok(res)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            client().get(url.parse().expect("uri")),
+        )
+        .await
+        {
+            if res.status().as_u16() == status {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Starts a sidecar and waits until its first credentials arrived and `/readyz` says so.
+pub async fn ready_sidecar(launch: Launch) -> Sidecar {
+    let s = launch.start();
+    assert!(
+        s.wait_for_refreshes(1, Duration::from_secs(20)),
+        "no credentials; logs:\n{}",
+        s.logs()
+    );
+    let ready = get(&s.admin_url("/readyz")).await;
+    assert_eq!(ready.status, 200, "{:?}", ready.body);
+    s
+}

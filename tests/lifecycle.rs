@@ -1,0 +1,226 @@
+//! Process-level behaviour: graceful SIGTERM, `--check`, the metrics exposition (checked by
+//! Prometheus's own `promtool`), and secrets that never reach the logs.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const LIFETIME: Duration = Duration::from_secs(3600);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_slow_in_flight_request_finish_and_exits_0() {
+    let sts = sts(LIFETIME).await;
+    let gw = gateway(&sts).await;
+    let mut sidecar =
+        ready_sidecar(Launch::new(&gw.url(), &sts).set("SHUTDOWN_GRACE", "10s")).await;
+    let url = sidecar.url("/slow");
+    let slow =
+        tokio::spawn(async move { send("GET", &url, &[("x-testbed-delay-ms", "1500")], "").await });
+    assert!(
+        gw.wait_for_requests(1, Duration::from_secs(10)).await,
+        "request never reached the upstream"
+    );
+    sidecar.signal(SIGTERM);
+    assert!(
+        sidecar
+            .wait_for_log(
+                |v| v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("shutting down")),
+                Duration::from_secs(5)
+            )
+            .is_some(),
+        "{}",
+        sidecar.logs()
+    );
+    // New connections are refused once shutdown started.
+    assert!(
+        tokio::net::TcpStream::connect(sidecar.proxy).await.is_err(),
+        "listener still open"
+    );
+    let res = slow.await.expect("task");
+    assert_eq!(
+        res.status, 200,
+        "the in-flight request finished: {:?}",
+        res.body
+    );
+    let status = sidecar.wait_exit(Duration::from_secs(10)).expect("exited");
+    assert_eq!(status.code(), Some(0), "{}", sidecar.logs());
+}
+
+#[test]
+fn check_validates_and_redacts() {
+    let bin = env!("CARGO_BIN_EXE_sigv4-sidecar");
+    let ok = Command::new(bin)
+        .arg("--check")
+        .env_clear()
+        .env(
+            "SIGV4_SIDECAR_UPSTREAM",
+            "https://abc123.execute-api.eu-west-1.amazonaws.com/Prod",
+        )
+        .env("SIGV4_SIDECAR_ROLE_ARN", ROLE)
+        .env("SIGV4_SIDECAR_EXTERNAL_ID", "very-secret-external-id")
+        .output()
+        .expect("runs");
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{out}");
+    assert!(
+        out.contains("region eu-west-1, service execute-api"),
+        "{out}"
+    );
+    assert!(!out.contains("very-secret-external-id"), "{out}");
+
+    let bad = Command::new(bin)
+        .arg("--check")
+        .env_clear()
+        .env("SIGV4_SIDECAR_UPSTREAM", "https://example.com/api")
+        .output()
+        .expect("runs");
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("`region`") && err.contains("example.com"),
+        "{err}"
+    );
+
+    let version = Command::new(bin).arg("--version").output().expect("runs");
+    assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_config_exits_1_before_listening() {
+    let sts = sts(LIFETIME).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_sigv4-sidecar"))
+        .env_clear()
+        .env(
+            "SIGV4_SIDECAR_UPSTREAM",
+            "https://abc123.execute-api.us-east-1.amazonaws.com/Prod",
+        )
+        .env("SIGV4_SIDECAR_REQUEST_TIMEOUT", "forever")
+        .env("AWS_ENDPOINT_URL_STS", sts.endpoint())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("request_timeout") && err.contains("forever"),
+        "{err}"
+    );
+    assert_eq!(sts.calls(), 0);
+}
+
+/// `promtool check metrics` must report nothing on a real scrape (with traffic of every kind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool() {
+    let sts = sts(LIFETIME).await;
+    let gw = gateway(&sts).await;
+    let sidecar = ready_sidecar(Launch::new(&gw.url(), &sts)).await;
+    get(&sidecar.url("/ok")).await;
+    send("POST", &sidecar.url("/ok"), &[], "body").await;
+    raw(
+        sidecar.proxy,
+        b"CONNECT x:1 HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    let scrape = get(&sidecar.admin_url("/metrics")).await;
+    assert_eq!(scrape.status, 200);
+    assert!(scrape.headers["content-type"]
+        .to_str()
+        .unwrap_or_default()
+        .starts_with("text/plain"));
+    let text = String::from_utf8_lossy(&scrape.body).into_owned();
+    for name in [
+        "sigv4_sidecar_requests_total{",
+        "sigv4_sidecar_request_duration_seconds_bucket{",
+        "sigv4_sidecar_upstream_duration_seconds_bucket{",
+        "sigv4_sidecar_errors_total{",
+        "sigv4_sidecar_inflight_requests{",
+        "sigv4_sidecar_credentials_refresh_total{",
+        "sigv4_sidecar_credentials_expiry_timestamp_seconds{",
+        "sigv4_sidecar_build_info{",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+    ] {
+        assert!(text.contains(name), "{name} missing");
+    }
+    assert!(text.contains("sigv4_sidecar_inflight_requests{route=\"default\"} 0"));
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (Debian package `prometheus`; scripts/test installs it)");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&scrape.body)
+        .expect("write");
+    let out = promtool.wait_with_output().expect("promtool runs");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool: {report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_the_logs_even_at_debug() {
+    // The sidecar's own debug level, and every crate at trace through RUST_LOG.
+    for extra in [("SIGV4_SIDECAR_LOG_LEVEL", "debug"), ("RUST_LOG", "trace")] {
+        let sts = sts(LIFETIME).await;
+        let gw = gateway(&sts).await;
+        let mut sidecar = Launch::new(&gw.url(), &sts).start_with_env(&[extra]);
+        assert!(
+            sidecar.wait_for_refreshes(1, Duration::from_secs(20)),
+            "{}",
+            sidecar.logs()
+        );
+        let res = send(
+            "POST",
+            &sidecar.url("/secret?token=abc"),
+            &[("authorization", "Bearer app-secret")],
+            "payload",
+        )
+        .await;
+        assert_eq!(res.status, 200);
+        let signature = res.echoed_headers()["authorization"][0]
+            .split("Signature=")
+            .nth(1)
+            .expect("signature")
+            .to_string();
+        // Stop the process so every line it wrote is in.
+        sidecar.signal(SIGTERM);
+        sidecar.wait_exit(Duration::from_secs(10)).expect("exits");
+        let logs = sidecar.logs();
+        assert!(
+            logs.contains("\"path\":\"/secret\""),
+            "access line written: {logs}"
+        );
+        let mut secrets = vec![BASE_SECRET.to_string(), "app-secret".to_string(), signature];
+        for i in sts.issued() {
+            secrets.push(i.credentials.secret_access_key.clone());
+            secrets.push(i.credentials.session_token.clone().unwrap_or_default());
+        }
+        for s in secrets.iter().filter(|s| !s.is_empty()) {
+            assert!(
+                !logs.contains(s.as_str()),
+                "{extra:?}: a secret leaked into the logs"
+            );
+        }
+        if extra.0 != "RUST_LOG" {
+            // The sidecar's own lines leave queries out; RUST_LOG=trace opens hyper's internals.
+            assert!(!logs.contains("token=abc"), "query strings are not logged");
+        }
+    }
+}
