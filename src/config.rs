@@ -172,6 +172,18 @@ pub struct RawConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub log_level: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_inflight_body_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_header_bytes: Option<u64>,
+    #[serde(
+        default,
+        deserialize_with = "lossy_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub header_read_timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RawConfig>,
 }
@@ -208,6 +220,24 @@ pub mod defaults {
     pub const REQUEST_TIMEOUT: &str = "30s";
     pub const SHUTDOWN_GRACE: &str = "20s";
     pub const LOG_LEVEL: &str = "info";
+    pub const MAX_CONNECTIONS: u64 = 1024;
+    pub const MAX_INFLIGHT_BODY_BYTES: u64 = 64 * 1024 * 1024;
+    pub const MAX_HEADER_BYTES: u64 = 64 * 1024;
+    pub const HEADER_READ_TIMEOUT: &str = "10s";
+}
+
+/// Limits that protect the pod from its own clients (slowloris, connection floods, many large
+/// uploads at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Open connections per proxy listener; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Request-body bytes held in memory across all requests; beyond it, 503.
+    pub max_inflight_body_bytes: u64,
+    /// Largest request head (request line + headers); beyond it, 431.
+    pub max_header_bytes: usize,
+    /// How long a client may take to send a request head; beyond it the connection is closed.
+    pub header_read_timeout: Duration,
 }
 
 /// The upstream a route forwards to, split once at start so the hot path only concatenates.
@@ -319,6 +349,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
     pub log_level: String,
+    pub limits: Limits,
     /// What was merged from defaults, file and environment, for `--check`.
     pub effective: RawConfig,
 }
@@ -369,6 +400,10 @@ impl Config {
             shutdown_grace: Some(defaults::SHUTDOWN_GRACE.into()),
             log_format: Some(LogFormat::Json),
             log_level: Some(defaults::LOG_LEVEL.into()),
+            max_connections: Some(defaults::MAX_CONNECTIONS),
+            max_inflight_body_bytes: Some(defaults::MAX_INFLIGHT_BODY_BYTES),
+            max_header_bytes: Some(defaults::MAX_HEADER_BYTES),
+            header_read_timeout: Some(defaults::HEADER_READ_TIMEOUT.into()),
             ..Default::default()
         };
         // Explicit settings (file + env) are extracted on their own too: `[[routes]]` inherit only
@@ -507,6 +542,13 @@ fn validate(
             ("shutdown_grace", r.shutdown_grace.is_some()),
             ("log_format", r.log_format.is_some()),
             ("log_level", r.log_level.is_some()),
+            ("max_connections", r.max_connections.is_some()),
+            (
+                "max_inflight_body_bytes",
+                r.max_inflight_body_bytes.is_some(),
+            ),
+            ("max_header_bytes", r.max_header_bytes.is_some()),
+            ("header_read_timeout", r.header_read_timeout.is_some()),
             ("routes", !r.routes.is_empty()),
         ];
         if let Some((k, _)) = global.iter().find(|(_, set)| *set) {
@@ -567,13 +609,69 @@ fn validate(
         }
     }
 
+    let limits = limits(&raw, &routes)?;
     Ok(Config {
+        limits,
         routes,
         admin_listen,
         shutdown_grace,
         log_format: raw.log_format.unwrap_or(LogFormat::Json),
         log_level,
         effective: raw,
+    })
+}
+
+fn limits(raw: &RawConfig, routes: &[RouteConfig]) -> Result<Limits, ConfigError> {
+    let max_connections = raw.max_connections.unwrap_or(defaults::MAX_CONNECTIONS);
+    if !(1..=1_000_000).contains(&max_connections) {
+        return Err(err(
+            "max_connections",
+            max_connections,
+            "must be between 1 and 1000000",
+        ));
+    }
+    let max_inflight_body_bytes = raw
+        .max_inflight_body_bytes
+        .unwrap_or(defaults::MAX_INFLIGHT_BODY_BYTES);
+    if let Some(r) = routes
+        .iter()
+        .find(|r| r.max_body_bytes > max_inflight_body_bytes)
+    {
+        return Err(err(
+            "max_inflight_body_bytes",
+            max_inflight_body_bytes,
+            format!(
+                "must be at least max_body_bytes of every route (route {} has {})",
+                r.name, r.max_body_bytes
+            ),
+        ));
+    }
+    let max_header_bytes = raw.max_header_bytes.unwrap_or(defaults::MAX_HEADER_BYTES);
+    if !(8192..=1 << 20).contains(&max_header_bytes) {
+        return Err(err(
+            "max_header_bytes",
+            max_header_bytes,
+            "must be between 8192 and 1048576",
+        ));
+    }
+    let header_read_timeout = parse_duration(
+        "header_read_timeout",
+        raw.header_read_timeout
+            .as_deref()
+            .unwrap_or(defaults::HEADER_READ_TIMEOUT),
+    )?;
+    if header_read_timeout.is_zero() {
+        return Err(err(
+            "header_read_timeout",
+            "0s",
+            "must be greater than zero",
+        ));
+    }
+    Ok(Limits {
+        max_connections: max_connections as usize,
+        max_inflight_body_bytes,
+        max_header_bytes: max_header_bytes as usize,
+        header_read_timeout,
     })
 }
 

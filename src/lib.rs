@@ -31,8 +31,8 @@ use tokio::sync::watch;
 use crate::admin::{Admin, Readiness};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::proxy::BodyBudget;
 use crate::proxy::Route;
-use crate::server::ConnLimits;
 
 /// Runs the sidecar until `shutdown` completes, then drains in-flight requests for up to
 /// `shutdown_grace`. Returns an error (before serving anything) when a listener cannot be bound
@@ -58,6 +58,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let admin_listener = server::bind("admin", config.admin_listen).await?;
     let mut listeners = Vec::new();
     let mut routes = Vec::new();
+    let bodies = BodyBudget::new(config.limits.max_inflight_body_bytes);
     for rc in &config.routes {
         let cell = creds
             .cells
@@ -65,7 +66,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             .cloned()
             .ok_or("credential cell missing for a route")?;
         let route = Arc::new(
-            Route::new(rc, cell, metrics.clone()).map_err(|e| format!("route {}: {e}", rc.name))?,
+            Route::new(rc, cell, bodies.clone(), metrics.clone())
+                .map_err(|e| format!("route {}: {e}", rc.name))?,
         );
         listeners.push(server::bind(&format!("route {}", rc.name), rc.listen).await?);
         routes.push(route);
@@ -90,7 +92,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let admin_task = tokio::spawn(server::serve(
         admin_listener,
         move |req| admin.clone().handle(req),
-        ConnLimits::default(),
+        config.limits,
         admin_stop_rx,
     ));
 
@@ -104,7 +106,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         proxies.push(tokio::spawn(server::serve(
             listener,
             move |req| route.clone().handle(req),
-            ConnLimits::default(),
+            config.limits,
             stop_rx.clone(),
         )));
     }

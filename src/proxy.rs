@@ -38,13 +38,11 @@ pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 pub struct Route {
     pub name: Arc<str>,
     pub upstream: Upstream,
-    host_header: HeaderValue,
-    /// `scheme://authority` + base path: the fixed front of every upstream URI.
-    uri_prefix: String,
+    target: Target,
     scope: Scope,
     creds: CredentialCell,
     client: UpstreamClient,
-    max_body_bytes: u64,
+    bodies: BodyBudget,
     request_timeout: Duration,
     metrics: Metrics,
     inflight: IntGauge,
@@ -52,23 +50,22 @@ pub struct Route {
 }
 
 impl Route {
-    pub fn new(cfg: &RouteConfig, creds: CredentialCell, metrics: Metrics) -> Result<Self, String> {
+    pub fn new(
+        cfg: &RouteConfig,
+        creds: CredentialCell,
+        bodies: BodyBudget,
+        metrics: Metrics,
+    ) -> Result<Self, String> {
         let client = build_client(cfg)?;
-        let host_header = HeaderValue::from_str(cfg.upstream.authority.as_str())
-            .map_err(|e| format!("upstream host is not a valid Host header: {e}"))?;
         metrics.init_route(&cfg.name);
         Ok(Route {
             name: cfg.name.as_str().into(),
-            uri_prefix: format!(
-                "{}://{}{}",
-                cfg.upstream.scheme, cfg.upstream.authority, cfg.upstream.base_path
-            ),
+            target: Target::new(&cfg.upstream, cfg.max_body_bytes)?,
             upstream: cfg.upstream.clone(),
-            host_header,
             scope: Scope::new(&cfg.region, &cfg.service),
             creds,
             client,
-            max_body_bytes: cfg.max_body_bytes,
+            bodies,
             request_timeout: cfg.request_timeout,
             inflight: metrics.inflight.with_label_values(&[&cfg.name]),
             upstream_duration: metrics.upstream_duration.with_label_values(&[&cfg.name]),
@@ -115,30 +112,16 @@ impl Route {
         req: Request<Incoming>,
         log: &mut Exchange,
     ) -> Result<Response<Incoming>, ProxyError> {
-        if req.method() == Method::CONNECT {
-            return Err(ProxyError::MethodNotAllowed);
-        }
-        let uri = self.upstream_uri(req.uri(), req.version())?;
         let (mut parts, body) = req.into_parts();
-        if let Some(len) = content_length(&parts.headers)? {
-            if len > self.max_body_bytes {
-                return Err(ProxyError::PayloadTooLarge {
-                    limit: self.max_body_bytes,
-                });
-            }
-        }
-        let had_length = parts.headers.contains_key(header::CONTENT_LENGTH);
-        prepare_headers(&mut parts.headers, &self.host_header);
-        let (body, hash) = read_body(body, self.max_body_bytes).await?;
+        let declared = self.target.prepare(&mut parts)?;
+        let (body, hash, _budget) =
+            read_body(body, declared, self.target.max_body_bytes, &self.bodies).await?;
         log.bytes_in = body.len() as u64;
-        if !body.is_empty() || had_length {
+        if !body.is_empty() || declared.is_some() {
             parts
                 .headers
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
-        parts.uri = uri;
-        parts.version = Version::HTTP_11;
-        parts.extensions = http::Extensions::new();
 
         let now = SystemTime::now();
         let creds = self
@@ -167,6 +150,52 @@ impl Route {
             Ok(Ok(res)) => Ok(res),
         }
     }
+}
+
+/// How a request head becomes the upstream request head. Pure (no I/O), so the fuzz target
+/// drives it directly.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `scheme://authority` + base path: the fixed front of every upstream URI.
+    uri_prefix: String,
+    host_header: HeaderValue,
+    pub max_body_bytes: u64,
+}
+
+impl Target {
+    pub fn new(upstream: &Upstream, max_body_bytes: u64) -> Result<Self, String> {
+        Ok(Target {
+            uri_prefix: format!(
+                "{}://{}{}",
+                upstream.scheme, upstream.authority, upstream.base_path
+            ),
+            host_header: HeaderValue::from_str(upstream.authority.as_str())
+                .map_err(|e| format!("upstream host is not a valid Host header: {e}"))?,
+            max_body_bytes,
+        })
+    }
+
+    /// Rewrites `parts` (as received from the app) into the upstream request head: refuses
+    /// CONNECT and absolute-form targets, appends the target to the upstream URL byte for byte,
+    /// drops hop-by-hop and client signing headers, sets `Host`, and refuses a declared body
+    /// over the limit before any of it is read. Returns the declared body length, if any.
+    pub fn prepare(&self, parts: &mut http::request::Parts) -> Result<Option<u64>, ProxyError> {
+        if parts.method == Method::CONNECT {
+            return Err(ProxyError::MethodNotAllowed);
+        }
+        let uri = self.upstream_uri(&parts.uri, parts.version)?;
+        let declared = content_length(&parts.headers)?;
+        if declared.is_some_and(|len| len > self.max_body_bytes) {
+            return Err(ProxyError::PayloadTooLarge {
+                limit: self.max_body_bytes,
+            });
+        }
+        prepare_headers(&mut parts.headers, &self.host_header);
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        parts.extensions = http::Extensions::new();
+        Ok(declared)
+    }
 
     /// The upstream URI: base URL + the request's path and query, byte for byte.
     fn upstream_uri(&self, target: &Uri, version: Version) -> Result<Uri, ProxyError> {
@@ -189,6 +218,52 @@ impl Route {
         full.push_str(pq);
         Uri::try_from(full)
             .map_err(|e| ProxyError::BadRequest(format!("request target cannot be forwarded: {e}")))
+    }
+}
+
+/// The process-wide budget of request-body bytes held in memory at once
+/// (`max_inflight_body_bytes`), so many large uploads cannot exhaust the pod's memory.
+#[derive(Clone)]
+pub struct BodyBudget {
+    bytes: Arc<tokio::sync::Semaphore>,
+    limit: u64,
+}
+
+impl BodyBudget {
+    pub fn new(limit: u64) -> Self {
+        let permits = usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        BodyBudget {
+            bytes: Arc::new(tokio::sync::Semaphore::new(permits)),
+            limit,
+        }
+    }
+
+    /// Reserves `n` more bytes, or refuses at once: a full budget is an overload, answered
+    /// with 503 rather than queued behind other uploads.
+    fn reserve(
+        &self,
+        held: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+        n: usize,
+    ) -> Result<(), ProxyError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let permit = u32::try_from(n)
+            .ok()
+            .and_then(|n| self.bytes.clone().try_acquire_many_owned(n).ok())
+            .ok_or_else(|| {
+                ProxyError::Overloaded(format!(
+                    "request bodies in flight would exceed max_inflight_body_bytes ({} bytes)",
+                    self.limit
+                ))
+            })?;
+        match held {
+            Some(p) => p.merge(permit),
+            None => *held = Some(permit),
+        }
+        Ok(())
     }
 }
 
@@ -304,25 +379,39 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
     }
 }
 
-/// Reads the whole body (at most `limit` bytes) and its SHA-256, hashed as it arrives.
-async fn read_body(mut body: Incoming, limit: u64) -> Result<(Bytes, String), ProxyError> {
+/// Reads the whole body (at most `limit` bytes) and its SHA-256, hashed as it arrives. The
+/// bytes are reserved in the process-wide budget (all at once when the length is declared) and
+/// stay reserved while the returned permit lives.
+async fn read_body(
+    mut body: Incoming,
+    declared: Option<u64>,
+    limit: u64,
+    budget: &BodyBudget,
+) -> Result<(Bytes, String, Option<tokio::sync::OwnedSemaphorePermit>), ProxyError> {
     if body.is_end_stream() {
-        return Ok((Bytes::new(), signing::EMPTY_SHA256.to_string()));
+        return Ok((Bytes::new(), signing::EMPTY_SHA256.to_string(), None));
     }
-    let hint = body.size_hint().exact().unwrap_or(0).min(limit) as usize;
-    let mut buf = BytesMut::with_capacity(hint);
+    let mut held = None;
+    let mut reserved = declared.map_or(0, |d| d.min(limit) as usize);
+    budget.reserve(&mut held, reserved)?;
+    let mut buf = BytesMut::with_capacity(reserved);
     let mut hasher = Sha256::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ProxyError::ClientBody(e.to_string()))?;
         if let Ok(data) = frame.into_data() {
-            if (buf.len() + data.len()) as u64 > limit {
+            let len = buf.len() + data.len();
+            if len as u64 > limit {
                 return Err(ProxyError::PayloadTooLarge { limit });
+            }
+            if len > reserved {
+                budget.reserve(&mut held, len - reserved)?;
+                reserved = len;
             }
             hasher.update(&data);
             buf.extend_from_slice(&data);
         }
     }
-    Ok((buf.freeze(), hex::encode(hasher.finalize())))
+    Ok((buf.freeze(), hex::encode(hasher.finalize()), held))
 }
 
 /// The full cause chain of an error, for logs and the 502 message.

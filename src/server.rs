@@ -18,25 +18,13 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::config::Limits;
 use crate::proxy::ProxyBody;
 
-/// Limits applied to every accepted connection.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnLimits {
-    /// How long a client may take to send a request's headers (slowloris guard).
-    pub header_read_timeout: Duration,
-    /// Largest request head (request line + headers) accepted, in bytes.
-    pub max_header_bytes: usize,
-}
-
-impl Default for ConnLimits {
-    fn default() -> Self {
-        ConnLimits {
-            header_read_timeout: Duration::from_secs(10),
-            max_header_bytes: 64 * 1024,
-        }
-    }
-}
+/// The answer to a connection over `max_connections`, written without parsing its request.
+const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+x-sigv4-sidecar-error: overloaded\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 91\r\n\r\n\
+{\"error\":\"overloaded\",\"message\":\"too many open connections (max_connections); retry later\"}";
 
 /// Binds a TCP listener, naming the address in the error.
 pub async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, String> {
@@ -50,7 +38,7 @@ pub async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, String> {
 pub async fn serve<H, Fut>(
     listener: TcpListener,
     handler: H,
-    limits: ConnLimits,
+    limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) -> GracefulShutdown
 where
@@ -68,6 +56,7 @@ where
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let stopped = async move {
         loop {
             let stop = *shutdown.borrow_and_update();
@@ -92,6 +81,10 @@ where
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tokio::spawn(refuse(stream));
+                    continue;
+                };
                 let handler = handler.clone();
                 let svc = service_fn(move |req| {
                     let fut = handler(req);
@@ -103,10 +96,39 @@ where
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
+                    drop(slot);
                 });
             }
         }
     }
     drop(listener);
     graceful
+}
+
+/// Answers a connection over the limit with a 503 and closes it.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    tracing::warn!("max_connections reached: refusing a connection");
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(OVERLOADED).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn overloaded_answer_is_well_formed() {
+        let text = std::str::from_utf8(super::OVERLOADED).expect("ascii");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.parse().ok())
+            .expect("content-length");
+        assert_eq!(len, body.len());
+        let v: serde_json::Value = serde_json::from_str(body).expect("json");
+        assert_eq!(v["error"], "overloaded");
+    }
 }
