@@ -6,6 +6,8 @@ values.schema.json."""
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
 import hashlib
 import json
 import re
@@ -344,7 +346,14 @@ ALL_TOP_LEVEL = {
     "adminListen": "0.0.0.0:19090",
     "logFormat": "text",
     "logLevel": "debug",
+    "maxConnections": 512,
+    "maxInflightBodyBytes": 41943040,
+    "maxHeaderBytes": 32768,
+    "headerReadTimeout": "5s",
 }
+
+# Keys the binary has beyond SPEC's table (the pod-protecting limits; README, reliability).
+EXTRA_KEYS = {"maxConnections", "maxInflightBodyBytes", "maxHeaderBytes", "headerReadTimeout"}
 
 
 def test_values_mirror_the_spec_keys() -> None:
@@ -354,7 +363,7 @@ def test_values_mirror_the_spec_keys() -> None:
     if keys is None:
         pytest.skip("shared/SPEC.md is not beside the repository")
     assert "upstream" in keys and "max_body_bytes" in keys and "log_level" in keys
-    expected = {camel(k) for k in keys} | {"routes"}
+    expected = {camel(k) for k in keys} | {"routes"} | EXTRA_KEYS
     schema = json.loads((CHART_DIR / "values.schema.json").read_text())
     assert set(schema["properties"]["config"]["properties"]) == expected
     assert set(ALL_TOP_LEVEL) == expected - {"routes"}
@@ -666,3 +675,36 @@ def test_readme_routes_example_matches_the_rendered_toml() -> None:
 
 def test_schema_rejects_unquoted_numeric_image_tag() -> None:
     schema_rejects(with_(BASE, **{"image.tag": 1.1}), "tag")
+
+
+BINARY = hs.REPO / "target" / "release" / "sigv4-sidecar"
+
+
+@pytest.mark.parametrize("value_set", ["every key", "two routes"])
+def test_rendered_config_is_accepted_by_the_real_binary(value_set: str, tmp_path: Path) -> None:
+    """The chart and the binary agree: the TOML the chart renders passes `sigv4-sidecar --check`
+    (built by scripts/test before this runs), and a typo the binary refuses is caught here."""
+    if not BINARY.is_file():
+        pytest.fail(f"{BINARY} is missing: run `cargo build --release -p sigv4-sidecar` first")
+    cfg = {k: v for k, v in ALL_TOP_LEVEL.items() if k != "caFile"}
+    if value_set == "two routes":
+        cfg["routes"] = [
+            {"name": "search", "listen": "127.0.0.1:8081",
+             "upstream": "https://search-logs-xyz.eu-west-1.es.amazonaws.com",
+             "roleArn": "arn:aws:iam::222222222222:role/search-reader"},
+            {"name": "fn", "listen": "127.0.0.1:8082",
+             "upstream": "https://abcdefg.lambda-url.us-west-2.on.aws", "requestTimeout": "5s"},
+        ]
+    toml_text = config_toml(hs.render_objects({"config": cfg}))
+    path = tmp_path / "config.toml"
+    path.write_text(toml_text)
+    env = {"PATH": os.environ.get("PATH", "")}
+    ok = subprocess.run([str(BINARY), "--check", "--config", str(path)], env=env,
+                        capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    routes = [line for line in ok.stdout.splitlines() if line.startswith("route ")]
+    assert len(routes) == 1 + len(cfg.get("routes", [])), ok.stdout
+    path.write_text(toml_text + "\nmax_conections = 1\n")
+    bad = subprocess.run([str(BINARY), "--check", "--config", str(path)], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 1 and "max_conections" in bad.stderr, bad.stderr

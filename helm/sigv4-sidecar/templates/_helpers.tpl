@@ -142,7 +142,7 @@ Strings are rendered as JSON strings, which are valid TOML basic strings.
 
 {{/* Config keys in file order, top level and per route. */}}
 {{- define "sigv4-sidecar.topLevelKeys" -}}
-upstream region service roleArn roleSessionName externalId roleDuration refreshBeforeExpiry maxBodyBytes caFile connectTimeout requestTimeout shutdownGrace listen adminListen logFormat logLevel
+upstream region service roleArn roleSessionName externalId roleDuration refreshBeforeExpiry maxBodyBytes caFile connectTimeout requestTimeout shutdownGrace listen adminListen logFormat logLevel maxConnections maxInflightBodyBytes maxHeaderBytes headerReadTimeout
 {{- end -}}
 {{- define "sigv4-sidecar.routeKeys" -}}
 name listen upstream region service roleArn roleSessionName externalId roleDuration refreshBeforeExpiry maxBodyBytes caFile connectTimeout requestTimeout
