@@ -55,6 +55,7 @@ where
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let builder = std::sync::Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let stopped = async move {
@@ -90,10 +91,16 @@ where
                     let fut = handler(req);
                     async move { Ok::<_, Infallible>(fut.await) }
                 });
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                let first_bytes_timeout = limits.header_read_timeout;
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    if !protocol_known_within(&stream, first_bytes_timeout).await {
+                        drop(slot);
+                        return;
+                    }
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                     drop(slot);
@@ -103,6 +110,30 @@ where
     }
     drop(listener);
     graceful
+}
+
+/// hyper-util reads a connection's first bytes to tell HTTP/1 from the h2c preface with no
+/// timeout of its own (hyper's `header_read_timeout` only starts after it), so a client that
+/// connects and sends nothing, or trickles the preface, would hold its `max_connections` slot
+/// forever. Waits, at most `limit`, until the first bytes decide the protocol; false when the
+/// client sent nothing decisive in time or closed.
+async fn protocol_known_within(stream: &tokio::net::TcpStream, limit: Duration) -> bool {
+    const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let decided = async {
+        let mut buf = [0u8; H2_PREFACE.len()];
+        loop {
+            let n = match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            if n == H2_PREFACE.len() || buf[..n] != H2_PREFACE[..n] {
+                return true;
+            }
+            // A strict prefix of the preface: `peek` would return the same bytes at once.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(limit, decided).await.unwrap_or(false)
 }
 
 /// Answers a connection over the limit with a 503 and closes it.
