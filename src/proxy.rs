@@ -184,6 +184,7 @@ impl Target {
             return Err(ProxyError::MethodNotAllowed);
         }
         let uri = self.upstream_uri(&parts.uri, parts.version)?;
+        check_transfer_encoding(&parts.headers)?;
         let declared = content_length(&parts.headers)?;
         if declared.is_some_and(|len| len > self.max_body_bytes) {
             return Err(ProxyError::PayloadTooLarge {
@@ -365,6 +366,25 @@ fn prepare_headers(headers: &mut HeaderMap, host: &HeaderValue) {
     // answered already; the upstream must not wait for a go-ahead that nobody will give.
     headers.remove(header::EXPECT);
     headers.insert(header::HOST, host.clone());
+}
+
+/// hyper frames a request body by its last transfer-coding alone (`chunked`) and leaves any
+/// coding before it (`gzip, chunked`, `chunked, chunked`) undecoded. Forwarding such a body as
+/// if it were plain would change its meaning, and stacked codings are a request-smuggling
+/// shape: only a single `chunked` is accepted.
+fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), ProxyError> {
+    let mut codings = 0;
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        for coding in value.as_bytes().split(|b| *b == b',') {
+            codings += 1;
+            if codings > 1 || !coding.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err(ProxyError::BadRequest(
+                    "unsupported Transfer-Encoding: only a single `chunked` is accepted".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
