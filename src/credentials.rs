@@ -18,7 +18,6 @@ use std::time::{Duration, SystemTime};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_smithy_runtime_api::client::identity::Identity;
-use aws_smithy_types::error::display::DisplayErrorContext;
 
 use crate::config::{RoleKey, MIN_CREDENTIAL_LIFETIME};
 use crate::metrics::Metrics;
@@ -167,13 +166,14 @@ pub enum Source {
 
 impl Source {
     /// Fetches one set of credentials. Errors are rendered with their whole cause chain; they
-    /// never contain secrets (the SDK redacts credentials in its types).
+    /// never contain secrets (the SDK redacts credentials in its types, and raw responses are
+    /// left out, see [`error_chain`]).
     pub async fn fetch(&self) -> Result<aws_credential_types::Credentials, String> {
         match self {
             Source::Base(provider) => provider
                 .provide_credentials()
                 .await
-                .map_err(|e| DisplayErrorContext(&e).to_string()),
+                .map_err(|e| error_chain(&e)),
             Source::AssumeRole {
                 client,
                 role_arn,
@@ -189,9 +189,7 @@ impl Source {
                     .duration_seconds(i32::try_from(duration.as_secs()).unwrap_or(3600))
                     .send()
                     .await
-                    .map_err(|e| {
-                        format!("sts:AssumeRole {role_arn}: {}", DisplayErrorContext(&e))
-                    })?;
+                    .map_err(|e| format!("sts:AssumeRole {role_arn}: {}", error_chain(&e)))?;
                 let c = out.credentials().ok_or_else(|| {
                     format!("sts:AssumeRole {role_arn}: answer holds no credentials")
                 })?;
@@ -207,6 +205,20 @@ impl Source {
             }
         }
     }
+}
+
+/// An error and its causes, each by its `Display`, joined with `: `. Not `DisplayErrorContext`:
+/// it appends the error's `Debug`, which for a response the SDK could not parse includes the raw
+/// STS body, and that body may hold a secret access key and session token.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// Backoff after the `failures`-th failure in a row: 0.5 s doubling up to 15 s, with jitter
@@ -230,10 +242,35 @@ pub fn refresh_delay(lifetime: Option<Duration>, refresh_before: Duration) -> Du
     };
     let window = refresh_before + refresh_before.mul_f64(fastrand::f64() * 0.25);
     let usable = lifetime.saturating_sub(MIN_CREDENTIAL_LIFETIME);
+    // Never later than 90 % of the usable life: an STS round trip must fit before the held
+    // credentials stop being used, even when the jitter is zero.
     lifetime
         .checked_sub(window)
         .unwrap_or(usable / 2)
+        .min(usable.mul_f64(0.9))
         .max(Duration::from_secs(1))
+}
+
+/// Refuses an answer that cannot be signed with: one missing its keys, or credentials that
+/// expire within [`MIN_CREDENTIAL_LIFETIME`]. The SDK's lenient parser accepts an STS body cut
+/// short and reads a missing `Expiration` as 1970, so such an answer must count as a failed
+/// refresh: it is retried with backoff and never replaces credentials that are still usable.
+fn usable(
+    creds: aws_credential_types::Credentials,
+) -> Result<aws_credential_types::Credentials, String> {
+    if creds.access_key_id().is_empty() || creds.secret_access_key().is_empty() {
+        return Err("the answer holds incomplete credentials (no access key id or secret)".into());
+    }
+    if let Some(expiry) = creds.expiry() {
+        let left = expiry.duration_since(SystemTime::now()).unwrap_or_default();
+        if left <= MIN_CREDENTIAL_LIFETIME {
+            return Err(format!(
+                "the fetched credentials expire in {}s, within the last 30s in which they are never used (a truncated answer, or a clock far off)",
+                left.as_secs()
+            ));
+        }
+    }
+    Ok(creds)
 }
 
 /// The background task that keeps one [`CredentialCell`] fresh.
@@ -250,7 +287,7 @@ impl Refresher {
         let label = self.cell.label().to_string();
         let mut failures = 0u32;
         loop {
-            let wait = match self.source.fetch().await {
+            let wait = match self.source.fetch().await.and_then(usable) {
                 Ok(creds) => {
                     failures = 0;
                     let creds = Credentials::new(creds);
@@ -270,9 +307,6 @@ impl Refresher {
                         .expiry_timestamp
                         .with_label_values(&[&label])
                         .set(expiry_unix);
-                    if lifetime.is_some_and(|l| l <= MIN_CREDENTIAL_LIFETIME) {
-                        tracing::warn!(role_arn = %label, lifetime_secs = lifetime.map(|l| l.as_secs()), "fetched credentials live 30s or less and cannot be used");
-                    }
                     self.cell.store(creds);
                     let wait = refresh_delay(lifetime, self.refresh_before);
                     tracing::info!(role_arn = %label, expires_in_secs = lifetime.map(|l| l.as_secs()), next_refresh_secs = wait.as_secs(), "credentials refreshed");
