@@ -449,3 +449,118 @@ pub async fn ready_sidecar(launch: Launch) -> Sidecar {
     assert_eq!(ready.status, 200, "{:?}", ready.body);
     s
 }
+
+// ---- Helpers for the fault and soak tests (tests/faults.rs, tests/soak.rs) ----
+
+/// The value of one exact series (`name{labels}`) in a Prometheus scrape of the admin port.
+pub async fn metric(sidecar: &Sidecar, series: &str) -> Option<f64> {
+    let scrape = get(&sidecar.admin_url("/metrics")).await;
+    let text = String::from_utf8_lossy(&scrape.body).into_owned();
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// `sigv4_sidecar_inflight_requests{route="default"}`.
+pub async fn inflight(sidecar: &Sidecar) -> Option<f64> {
+    metric(
+        sidecar,
+        "sigv4_sidecar_inflight_requests{route=\"default\"}",
+    )
+    .await
+}
+
+/// Polls a metric (an observable, not a blind wait) until `pred` holds; returns the last value.
+pub async fn wait_metric(
+    sidecar: &Sidecar,
+    series: &str,
+    pred: impl Fn(f64) -> bool,
+    timeout: Duration,
+) -> Result<f64, Option<f64>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = metric(sidecar, series).await;
+        if v.is_some_and(&pred) {
+            return Ok(v.unwrap_or_default());
+        }
+        if Instant::now() >= deadline {
+            return Err(v);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A loopback port nobody listens on (bound, noted, closed).
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// Resident set size of a process, in KiB (`VmRSS` of /proc/PID/status).
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Open file descriptors of a process (entries of /proc/PID/fd).
+pub fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("proc fd")
+        .count()
+}
+
+/// Reads an HTTP/1.1 request head (and a `Content-Length` body) from a raw stream; `None` if
+/// the peer closed first.
+pub async fn read_request<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut byte).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&byte[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut have = buf.len() - head_end;
+    while have < len {
+        let n = s.read(&mut byte).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        have += n;
+    }
+    Some(head)
+}
+
+impl Sidecar {
+    /// Every JSON log line so far that matches `pred`.
+    pub fn collect_logs(
+        &self,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let lines = self.logs.0.lock().expect("log lock");
+        lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| pred(v))
+            .collect()
+    }
+}
