@@ -1,4 +1,4 @@
-//! The limits that protect the pod from its own clients (docs/limits.md), each hit on purpose
+//! The limits that protect the pod from its own clients (README, "Limits that protect the pod"), each hit on purpose
 //! against the real binary: `max_connections`, `max_inflight_body_bytes`,
 //! `header_read_timeout` (slowloris, idle and trickled-preface connections) and
 //! `max_header_bytes`.
