@@ -332,39 +332,48 @@ const SIGNING_HEADERS: &[&str] = &[
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    strip(headers, |name| {
+        HOP_BY_HOP.contains(&name) || name.starts_with("proxy-")
+    });
+}
+
+/// Removes the headers `drop` selects and the ones `Connection` names. One pass over the
+/// (few) header names finds them, so the common request with nothing to drop costs no hash
+/// lookups.
+fn strip(headers: &mut HeaderMap, drop: impl Fn(&str) -> bool) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if drop(name.as_str()) {
+            doomed.push(name.clone());
+        }
+    }
     // Headers named by Connection are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        doomed.extend(
+            headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok()),
+        );
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
-    }
-    let proxy_named: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for name in proxy_named {
+    for name in doomed {
         headers.remove(name);
     }
 }
 
 /// The request headers as they go upstream (before signing adds its own).
 fn prepare_headers(headers: &mut HeaderMap, host: &HeaderValue) {
-    strip_hop_by_hop(headers);
-    for name in SIGNING_HEADERS {
-        headers.remove(*name);
-    }
-    // The body is read whole before it is sent, so the client's `Expect: 100-continue` has been
-    // answered already; the upstream must not wait for a go-ahead that nobody will give.
-    headers.remove(header::EXPECT);
+    strip(headers, |name| {
+        HOP_BY_HOP.contains(&name)
+            || name.starts_with("proxy-")
+            || SIGNING_HEADERS.contains(&name)
+            // The body is read whole before it is sent, so the client's `Expect:
+            // 100-continue` has been answered; the upstream must not wait for a go-ahead.
+            || name == "expect"
+            || name == "host"
+    });
     headers.insert(header::HOST, host.clone());
 }
 
@@ -467,7 +476,8 @@ fn method_label(m: &Method) -> &'static str {
 pub struct Exchange {
     route: Arc<Route>,
     method: &'static str,
-    path: String,
+    /// The request URI (a cheap reference-counted copy); only its path is logged.
+    uri: Uri,
     started: Instant,
     status: u16,
     error: Option<&'static str>,
@@ -483,7 +493,7 @@ impl Exchange {
         Exchange {
             method: method_label(req.method()),
             // The query is left out of logs: it may carry things the app considers private.
-            path: req.uri().path().to_string(),
+            uri: req.uri().clone(),
             started: Instant::now(),
             status: 0,
             error: None,
@@ -517,7 +527,7 @@ impl Drop for Exchange {
             target: "sigv4_sidecar::access",
             route = %r.name,
             method = self.method,
-            path = %self.path,
+            path = %self.uri.path(),
             status = self.status,
             duration_ms = elapsed.as_secs_f64() * 1e3,
             upstream_ms = self.upstream.map(|d| d.as_secs_f64() * 1e3),

@@ -16,6 +16,16 @@ use http::{HeaderName, HeaderValue};
 use crate::credentials::Credentials;
 use crate::error::ProxyError;
 
+/// Headers never signed: aws-sigv4's default exclusions, which proxies and CDNs may change on
+/// the way (`user-agent`, `x-amzn-trace-id`), or which are hop-by-hop (`transfer-encoding`) or
+/// the signature itself (`authorization`).
+const UNSIGNED: &[&str] = &[
+    "authorization",
+    "user-agent",
+    "x-amzn-trace-id",
+    "transfer-encoding",
+];
+
 /// Region, service and the signing settings of one route, fixed at start.
 #[derive(Debug, Clone)]
 pub struct Scope {
@@ -27,6 +37,10 @@ pub struct Scope {
 impl Scope {
     pub fn new(region: &str, service: &str) -> Self {
         let mut settings = SigningSettings::default();
+        // Excluded headers are filtered in `sign_request` instead: the settings are cloned per
+        // request (aws-sigv4 takes them by value), and without the list the clone allocates
+        // nothing.
+        settings.excluded_headers = None;
         if service == "s3" || service == "s3-object-lambda" {
             // S3 signs the path as sent: single encoding, no normalization, and wants the body
             // hash in a header.
@@ -63,6 +77,7 @@ pub fn sign_request(
     let headers = parts
         .headers
         .iter()
+        .filter(|(name, _)| !UNSIGNED.contains(&name.as_str()))
         .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)));
     let signable = SignableRequest::new(
         parts.method.as_str(),
