@@ -20,6 +20,7 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 use aws_smithy_runtime_api::client::identity::Identity;
 
 use crate::config::{RoleKey, MIN_CREDENTIAL_LIFETIME};
+use crate::error::error_chain;
 use crate::metrics::Metrics;
 
 /// Credentials ready to sign with. `Debug` shows no secret (aws-credential-types redacts them).
@@ -167,7 +168,7 @@ pub enum Source {
 impl Source {
     /// Fetches one set of credentials. Errors are rendered with their whole cause chain; they
     /// never contain secrets (the SDK redacts credentials in its types, and raw responses are
-    /// left out, see [`error_chain`]).
+    /// left out, see [`error_chain`](crate::error::error_chain)).
     pub async fn fetch(&self) -> Result<aws_credential_types::Credentials, String> {
         match self {
             Source::Base(provider) => provider
@@ -205,20 +206,6 @@ impl Source {
             }
         }
     }
-}
-
-/// An error and its causes, each by its `Display`, joined with `: `. Not `DisplayErrorContext`:
-/// it appends the error's `Debug`, which for a response the SDK could not parse includes the raw
-/// STS body, and that body may hold a secret access key and session token.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Backoff after the `failures`-th failure in a row: 0.5 s doubling up to 15 s, with jitter

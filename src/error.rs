@@ -118,6 +118,21 @@ impl ProxyError {
     }
 }
 
+/// An error and its causes, each by its `Display`, joined with `: `, for logs and the
+/// messages of 502 and 503 answers. Deliberately not aws-smithy's `DisplayErrorContext`: that
+/// appends the error's `Debug`, which for an STS answer the SDK could not parse includes the raw
+/// body, and the body may hold a secret access key and a session token.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{RouteConfig, Upstream};
 use crate::credentials::CredentialCell;
-use crate::error::ProxyError;
+use crate::error::{error_chain, ProxyError};
 use crate::metrics::Metrics;
 use crate::signing::{self, Scope};
 
@@ -441,18 +441,6 @@ async fn read_body(
         }
     }
     Ok((buf.freeze(), hex::encode(hasher.finalize()), held))
-}
-
-/// The full cause chain of an error, for logs and the 502 message.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Method label with bounded cardinality: unknown methods are counted as `other`.
