@@ -73,11 +73,6 @@ impl Route {
         })
     }
 
-    /// Whether this route holds credentials it may sign with now.
-    pub fn credentials_valid(&self) -> bool {
-        self.creds.is_valid()
-    }
-
     /// The credential cell this route signs with.
     pub fn credentials(&self) -> &CredentialCell {
         &self.creds
@@ -331,10 +326,12 @@ const SIGNING_HEADERS: &[&str] = &[
     "x-amz-content-sha256",
 ];
 
+fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.contains(&name) || name.starts_with("proxy-")
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    strip(headers, |name| {
-        HOP_BY_HOP.contains(&name) || name.starts_with("proxy-")
-    });
+    strip(headers, is_hop_by_hop);
 }
 
 /// Removes the headers `drop` selects and the ones `Connection` names. One pass over the
@@ -366,8 +363,7 @@ fn strip(headers: &mut HeaderMap, drop: impl Fn(&str) -> bool) {
 /// The request headers as they go upstream (before signing adds its own).
 fn prepare_headers(headers: &mut HeaderMap, host: &HeaderValue) {
     strip(headers, |name| {
-        HOP_BY_HOP.contains(&name)
-            || name.starts_with("proxy-")
+        is_hop_by_hop(name)
             || SIGNING_HEADERS.contains(&name)
             // The body is read whole before it is sent, so the client's `Expect:
             // 100-continue` has been answered; the upstream must not wait for a go-ahead.

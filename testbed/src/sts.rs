@@ -372,13 +372,7 @@ async fn handle(
 
     let mut params = parse_form(parts.uri.query().unwrap_or(""));
     params.extend(parse_form(&String::from_utf8_lossy(&body)));
-    let param = |name: &str| {
-        params
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+    let param = |name: &str| last_param(&params, name);
 
     match param("Action").as_deref() {
         Some("AssumeRole") => {
@@ -500,13 +494,7 @@ fn issue(
     signed_with: Option<String>,
     rid: &str,
 ) -> Result<Response<RespBody>, HandlerError> {
-    let param = |name: &str| {
-        params
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+    let param = |name: &str| last_param(params, name);
     let validation = |m: &str| {
         Ok(error_response(
             StatusCode::BAD_REQUEST,
@@ -588,6 +576,15 @@ fn issue(
         "<{via}Response xmlns=\"{XMLNS}\">\n  <{via}Result>\n    {creds_xml}\n    {user_xml}{extra}\n  </{via}Result>\n  <ResponseMetadata>\n    <RequestId>{rid}</RequestId>\n  </ResponseMetadata>\n</{via}Response>\n"
     );
     Ok(xml_response(StatusCode::OK, rid, body))
+}
+
+/// The last value given for `name` (a later query or form value overrides an earlier one).
+fn last_param(params: &[(String, String)], name: &str) -> Option<String> {
+    params
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
 }
 
 #[cfg(test)]
