@@ -69,7 +69,9 @@ impl ProxyError {
     /// What the app should do about it, appended to the message.
     fn advice(&self) -> &'static str {
         match self {
-            ProxyError::BadRequest(_) => "send an origin-form request target like /path?query",
+            ProxyError::BadRequest(_) => {
+                "the sidecar forwards origin-form requests (/path?query) with one plain framing"
+            }
             ProxyError::MethodNotAllowed => "send plain HTTP requests to the sidecar, not a tunnel",
             ProxyError::PayloadTooLarge { .. } => "send a smaller body or raise max_body_bytes",
             ProxyError::CredentialsUnavailable { .. } => {

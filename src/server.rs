@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Limits;
+use crate::framing::{AmbiguousFraming, Framing, Verdict, Watched};
 use crate::proxy::ProxyBody;
 
 /// The answer to a connection over `max_connections`, written without parsing its request.
@@ -87,19 +88,26 @@ where
                     continue;
                 };
                 let handler = handler.clone();
-                let svc = service_fn(move |req| {
-                    let fut = handler(req);
-                    async move { Ok::<_, Infallible>(fut.await) }
-                });
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 let first_bytes_timeout = limits.header_read_timeout;
+                let max_head = limits.max_header_bytes.max(8192);
                 tokio::spawn(async move {
-                    if !protocol_known_within(&stream, first_bytes_timeout).await {
-                        drop(slot);
-                        return;
-                    }
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                    let framing = match first_bytes_within(&stream, first_bytes_timeout).await {
+                        None => return, // and the slot is released with the task
+                        Some(Protocol::Http1) => Framing::http1(max_head),
+                        Some(Protocol::H2) => Framing::off(),
+                    };
+                    let verdict = Verdict::new();
+                    let io = Watched::new(stream, framing, verdict.clone());
+                    let svc = service_fn(move |mut req: Request<Incoming>| {
+                        if verdict.next_is_ambiguous() {
+                            req.extensions_mut().insert(AmbiguousFraming);
+                        }
+                        let fut = handler(req);
+                        async move { Ok::<_, Infallible>(fut.await) }
+                    });
+                    let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
@@ -115,25 +123,35 @@ where
 /// hyper-util reads a connection's first bytes to tell HTTP/1 from the h2c preface with no
 /// timeout of its own (hyper's `header_read_timeout` only starts after it), so a client that
 /// connects and sends nothing, or trickles the preface, would hold its `max_connections` slot
-/// forever. Waits, at most `limit`, until the first bytes decide the protocol; false when the
+/// forever. Waits, at most `limit`, until the first bytes decide the protocol; `None` when the
 /// client sent nothing decisive in time or closed.
-async fn protocol_known_within(stream: &tokio::net::TcpStream, limit: Duration) -> bool {
+async fn first_bytes_within(stream: &tokio::net::TcpStream, limit: Duration) -> Option<Protocol> {
     const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let decided = async {
         let mut buf = [0u8; H2_PREFACE.len()];
         loop {
             let n = match stream.peek(&mut buf).await {
-                Ok(0) | Err(_) => return false,
+                Ok(0) | Err(_) => return None,
                 Ok(n) => n,
             };
-            if n == H2_PREFACE.len() || buf[..n] != H2_PREFACE[..n] {
-                return true;
+            if buf[..n] != H2_PREFACE[..n] {
+                return Some(Protocol::Http1);
+            }
+            if n == H2_PREFACE.len() {
+                return Some(Protocol::H2);
             }
             // A strict prefix of the preface: `peek` would return the same bytes at once.
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
-    tokio::time::timeout(limit, decided).await.unwrap_or(false)
+    tokio::time::timeout(limit, decided).await.ok().flatten()
+}
+
+/// What a connection's first bytes say it speaks.
+enum Protocol {
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c): no HTTP/1 framing to watch.
+    H2,
 }
 
 /// Answers a connection over the limit with a 503 and closes it.
