@@ -1,12 +1,14 @@
-//! Replays the fuzz corpus (`fuzz/corpus/prepare/`) through the same checks the fuzz target
-//! runs (`fuzz/check.rs`), so a plain `cargo test` on stable re-checks every input the fuzzer
+//! Replays the fuzz corpora (`fuzz/corpus/prepare/`, `fuzz/corpus/framing/`) through the same
+//! checks the fuzz targets run (`fuzz/check.rs`), so a plain `cargo test` on stable re-checks every input the fuzzer
 //! kept, without nightly or cargo-fuzz.
 
 include!("../fuzz/check.rs");
 
-#[test]
-fn fuzz_corpus_replays_clean() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/prepare");
+/// Every file of `fuzz/corpus/<target>/` passes `check`.
+fn replay(target: &str, check: fn(&[u8])) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("dir entry").path())
@@ -16,7 +18,7 @@ fn fuzz_corpus_replays_clean() {
     assert!(files.len() >= 20, "corpus has only {} files", files.len());
     for path in &files {
         let data = std::fs::read(path).expect("read corpus file");
-        let run = std::panic::catch_unwind(|| check_prepare(&data));
+        let run = std::panic::catch_unwind(|| check(&data));
         assert!(
             run.is_ok(),
             "{} fails the checks: {:?}",
@@ -24,6 +26,16 @@ fn fuzz_corpus_replays_clean() {
             String::from_utf8_lossy(&data)
         );
     }
+}
+
+#[test]
+fn fuzz_corpus_replays_clean() {
+    replay("prepare", check_prepare);
+}
+
+#[test]
+fn framing_corpus_replays_clean() {
+    replay("framing", check_framing);
 }
 
 #[test]
