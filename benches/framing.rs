@@ -3,7 +3,9 @@
 //!
 //! - `framing/get_head`: one typical GET head (about 200 bytes) in one read;
 //! - `framing/post_4k`: a POST head plus a 4 KiB `Content-Length` body in one read;
-//! - `framing/chunked_4k`: the same body sent as four 1 KiB chunks.
+//! - `framing/chunked_4k`: the same body sent as four 1 KiB chunks;
+//! - `framing/trickled_8k_head`: an 8 KiB head arriving one byte per read (a slow client): the
+//!   watch must stay linear in the head's length, not re-parse the buffered head on every read.
 //!
 //! Each iteration is one request, so the time per iteration is the added ns/request.
 //!
@@ -60,6 +62,19 @@ fn framing(c: &mut Criterion) {
         });
         assert!(f.heads() > 1000, "the watch followed every request");
     }
+    let trickled = format!(
+        "GET / HTTP/1.1\r\nhost: localhost\r\nx-pad: {}\r\n\r\n",
+        "p".repeat(8 * 1024)
+    );
+    g.bench_function("trickled_8k_head", |b| {
+        b.iter(|| {
+            let mut f = Framing::http1(64 * 1024);
+            for byte in trickled.as_bytes().chunks(1) {
+                black_box(f.feed(black_box(byte)));
+            }
+            assert_eq!(f.heads(), 1);
+        })
+    });
     g.finish();
 }
 

@@ -17,6 +17,9 @@
 //! The watch never changes a byte. It stops watching at the first input it does not follow
 //! exactly as hyper does, which only ever happens where hyper refuses the input and closes the
 //! connection anyway; a connection it stopped watching is left to hyper's own (safe) handling.
+//! That holds only while both parse with the same rules: the server gives hyper's HTTP/1 builder
+//! default parser settings and `max_header_size` equal to the watch's `max_head`, so a head too
+//! long for the watch is one hyper answers 431. Change one, change the other.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -159,9 +162,19 @@ impl Framing {
     }
 
     /// Reads (the rest of) a head from the front of `bytes`. Returns how many bytes of `bytes`
-    /// it took, and what follows the head once it is complete.
+    /// it took, and what follows the head once it is complete. A head longer than `max_head` is
+    /// refused, as hyper refuses it (`max_header_size`, set to the same limit by the server).
     fn head(&mut self, bytes: &[u8]) -> (usize, Option<Next>) {
         if self.partial.is_empty() {
+            // Empty lines before a request line (RFC 9112 §2.2, skipped by httparse too): not
+            // buffered, so a trickle of them costs nothing.
+            let blank = bytes
+                .iter()
+                .take_while(|b| matches!(b, b'\r' | b'\n'))
+                .count();
+            if blank > 0 {
+                return (blank, None);
+            }
             return match parse_head(bytes) {
                 Parsed::Complete(len, _) if len > self.max_head => {
                     (bytes.len(), Some(Next::Refused))
@@ -180,9 +193,20 @@ impl Framing {
         let carried = self.partial.len();
         let take = bytes.len().min(self.max_head.saturating_sub(carried));
         self.partial.extend_from_slice(&bytes[..take]);
-        match parse_head(&self.partial) {
+        // A head ends with an empty line (`\n\n` or `\n\r\n`). Until the new bytes bring one,
+        // parsing the buffered head again would be wasted work, quadratic for a head trickled
+        // in byte by byte.
+        let fresh = &self.partial[carried.saturating_sub(2)..];
+        let ended =
+            fresh.windows(2).any(|w| w == b"\n\n") || fresh.windows(3).any(|w| w == b"\n\r\n");
+        let parsed = if ended {
+            parse_head(&self.partial)
+        } else {
+            Parsed::Partial
+        };
+        match parsed {
             Parsed::Complete(len, next) => {
-                self.partial.clear();
+                self.partial = Vec::new();
                 self.heads += 1;
                 (len - carried, Some(next))
             }

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -46,17 +46,21 @@ where
     H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    // hyper's own builders, not hyper-util's auto builder: the first bytes already tell the
+    // protocol (`first_bytes_within`), and only the HTTP/1 builder can enforce
+    // `max_header_bytes` on every head (`max_header_size`; the read buffer limit alone lets a
+    // head that arrives in one read grow to about twice the limit).
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(limits.max_header_bytes)
         .max_buf_size(limits.max_header_bytes.max(8192));
-    builder
-        .http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-    let builder = std::sync::Arc::new(builder);
+    let builders = std::sync::Arc::new((http1, http2));
     let graceful = GracefulShutdown::new();
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let stopped = async move {
@@ -88,27 +92,41 @@ where
                     continue;
                 };
                 let handler = handler.clone();
-                let builder = builder.clone();
+                let builders = builders.clone();
                 let watcher = graceful.watcher();
                 let first_bytes_timeout = limits.header_read_timeout;
-                let max_head = limits.max_header_bytes.max(8192);
+                let max_head = limits.max_header_bytes;
                 tokio::spawn(async move {
-                    let framing = match first_bytes_within(&stream, first_bytes_timeout).await {
-                        None => return, // and the slot is released with the task
-                        Some(Protocol::Http1) => Framing::http1(max_head),
-                        Some(Protocol::H2) => Framing::off(),
+                    let Some(protocol) = first_bytes_within(&stream, first_bytes_timeout).await
+                    else {
+                        return; // and the slot is released with the task
                     };
                     let verdict = Verdict::new();
-                    let io = Watched::new(stream, framing, verdict.clone());
-                    let svc = service_fn(move |mut req: Request<Incoming>| {
-                        if verdict.next_is_ambiguous() {
-                            req.extensions_mut().insert(AmbiguousFraming);
+                    let svc = {
+                        let verdict = verdict.clone();
+                        service_fn(move |mut req: Request<Incoming>| {
+                            if verdict.next_is_ambiguous() {
+                                req.extensions_mut().insert(AmbiguousFraming);
+                            }
+                            let fut = handler(req);
+                            async move { Ok::<_, Infallible>(fut.await) }
+                        })
+                    };
+                    let (http1, http2) = &*builders;
+                    let ended = match protocol {
+                        Protocol::Http1 => {
+                            let io = Watched::new(stream, Framing::http1(max_head), verdict);
+                            watcher
+                                .watch(http1.serve_connection(TokioIo::new(io), svc))
+                                .await
                         }
-                        let fut = handler(req);
-                        async move { Ok::<_, Infallible>(fut.await) }
-                    });
-                    let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
+                        Protocol::H2 => {
+                            watcher
+                                .watch(http2.serve_connection(TokioIo::new(stream), svc))
+                                .await
+                        }
+                    };
+                    if let Err(e) = ended {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                     drop(slot);
@@ -120,10 +138,10 @@ where
     graceful
 }
 
-/// hyper-util reads a connection's first bytes to tell HTTP/1 from the h2c preface with no
-/// timeout of its own (hyper's `header_read_timeout` only starts after it), so a client that
-/// connects and sends nothing, or trickles the preface, would hold its `max_connections` slot
-/// forever. Waits, at most `limit`, until the first bytes decide the protocol; `None` when the
+/// A connection's first bytes tell HTTP/1 from the h2c preface. Waiting for them needs a
+/// timeout of its own (hyper's `header_read_timeout` only starts once hyper serves), or a client
+/// that connects and sends nothing, or trickles the preface, would hold its `max_connections`
+/// slot forever. Waits, at most `limit`, until the first bytes decide the protocol; `None` when the
 /// client sent nothing decisive in time or closed.
 async fn first_bytes_within(stream: &tokio::net::TcpStream, limit: Duration) -> Option<Protocol> {
     const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

@@ -499,6 +499,28 @@ async fn smuggling_shapes_are_refused_and_nothing_extra_reaches_the_upstream() {
             .assert_sidecar(400, "bad_request", &format!("{what} after a good request"));
         assert!(c.closed_within(Duration::from_secs(3)).await, "{what}");
     }
+    // Padded to the head-size limit (64 KiB by default) and sent in one write: still the 400,
+    // and a byte over the limit is hyper's 431; neither reaches the upstream. (A head the
+    // framing watch cannot follow must be one hyper refuses too.)
+    for (len, status) in [(64 * 1024, 400), (64 * 1024 + 1, 431), (100 * 1024, 431)] {
+        let frame = "POST /padded HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nX-Pad: \r\n\r\n";
+        let head = frame.replace(
+            "X-Pad: ",
+            &format!("X-Pad: {}", "p".repeat(len - frame.len())),
+        );
+        assert_eq!(head.len(), len);
+        let (answer, closed) = exchange(
+            sidecar.proxy,
+            format!("{head}0\r\n\r\n{SMUGGLED}").as_bytes(),
+        )
+        .await;
+        let a = answer.unwrap_or_else(|| panic!("{len}-byte CL+TE head: no answer"));
+        assert_eq!(a.status, status, "{len}-byte CL+TE head: {a:?}");
+        if status == 400 {
+            a.assert_sidecar(400, "bad_request", "CL+TE padded to the limit");
+        }
+        assert!(closed, "{len}-byte CL+TE head: connection left open");
+    }
     let targets: Vec<String> = gw.requests().iter().map(|r| r.target.clone()).collect();
     assert_eq!(targets, ["/Prod/good", "/Prod/good"]);
 
