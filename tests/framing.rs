@@ -161,9 +161,10 @@ async fn serve(stream: Vec<u8>, expected: usize, rng: &mut fastrand::Rng) -> Vec
             Ok::<_, Infallible>(res)
         }
     });
-    let conn = tokio::spawn(
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc),
-    );
+    // Configured as server.rs configures it for the default limits.
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1.max_header_size(64 * 1024).max_buf_size(64 * 1024);
+    let conn = tokio::spawn(http1.serve_connection(TokioIo::new(io), svc));
     let cuts: Vec<usize> = (0..stream.len()).map(|_| rng.usize(1..=48)).collect();
     let writer = tokio::spawn(async move {
         let mut rest = &stream[..];
