@@ -47,11 +47,17 @@ fn main() -> ExitCode {
     }
     sigv4_sidecar::telemetry::init(config.log_format, &config.log_level);
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runtime = match runtime_for(cpus) {
+        Ok(rt) => {
+            let flavor = if cpus <= 1 {
+                "current_thread"
+            } else {
+                "multi_thread"
+            };
+            tracing::info!(cpus, runtime = flavor, "runtime started");
+            rt
+        }
         Err(e) => {
             eprintln!("sigv4-sidecar: cannot start the runtime: {e}");
             return ExitCode::from(1);
@@ -64,6 +70,24 @@ fn main() -> ExitCode {
             eprintln!("sigv4-sidecar: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// The tokio runtime for `cpus` usable CPUs (CPU affinity and the cgroup CPU quota included, as
+/// `available_parallelism` counts them). With one CPU, as in a pod whose CPU limit is one core
+/// or less, the single-threaded scheduler: every task runs on the thread that polls the sockets,
+/// without the cross-thread wake-ups a multi-thread runtime pays even with one worker (+30 %
+/// requests/s on one core, bench/README.md). With more, tokio's default: one worker per CPU,
+/// or `TOKIO_WORKER_THREADS`.
+fn runtime_for(cpus: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if cpus <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
     }
 }
 

@@ -51,6 +51,71 @@ async fn sigterm_lets_a_slow_in_flight_request_finish_and_exits_0() {
     assert_eq!(status.code(), Some(0), "{}", sidecar.logs());
 }
 
+/// On one CPU (a pod limited to one core) the binary runs tokio's single-threaded runtime,
+/// which is faster there; everything else must behave as on the multi-thread runtime: requests
+/// are signed and verified, credentials refresh in the background, SIGTERM drains, exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_one_cpu_the_single_threaded_runtime_signs_refreshes_and_drains() {
+    // 40 s credentials, refreshed in their last 30 s: a refresh every few seconds.
+    let sts = sts(Duration::from_secs(40)).await;
+    let gw = gateway(&sts).await;
+    let mut launch = Launch::new(&gw.url(), &sts)
+        .set("REFRESH_BEFORE_EXPIRY", "30s")
+        .set("SHUTDOWN_GRACE", "10s");
+    launch.one_cpu = true;
+    let mut sidecar = ready_sidecar(launch).await;
+    let started = sidecar
+        .wait_for_log(
+            |v| v["message"] == "runtime started",
+            Duration::from_secs(5),
+        )
+        .expect("runtime log line");
+    assert_eq!(started["cpus"], 1, "{started}");
+    assert_eq!(started["runtime"], "current_thread", "{started}");
+
+    // Concurrent requests, round after round, until the credentials have rotated underneath.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut round = 0;
+    while sidecar.count_logs(|v| v["message"] == "credentials refreshed") < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no background refresh within 20 s: {}",
+            sidecar.logs()
+        );
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let url = sidecar.url(&format!("/one-cpu/{round}/{i}"));
+                tokio::spawn(async move { send("POST", &url, &[], "payload").await })
+            })
+            .collect();
+        for t in tasks {
+            let reply = t.await.expect("task");
+            assert_eq!(reply.status, 200, "round {round}: {:?}", reply.body);
+        }
+        round += 1;
+    }
+    assert_eq!(
+        gw.rejected(),
+        0,
+        "a request failed the independent verifier"
+    );
+    assert!(sts.issued().len() >= 2);
+
+    // SIGTERM with a request in flight: it finishes, then exit 0.
+    let url = sidecar.url("/slow");
+    let slow =
+        tokio::spawn(async move { send("GET", &url, &[("x-testbed-delay-ms", "1000")], "").await });
+    let before = gw.requests().len();
+    assert!(
+        gw.wait_for_requests(before + 1, Duration::from_secs(10))
+            .await
+    );
+    sidecar.signal(SIGTERM);
+    assert_eq!(slow.await.expect("task").status, 200);
+    let status = sidecar.wait_exit(Duration::from_secs(10)).expect("exited");
+    assert_eq!(status.code(), Some(0), "{}", sidecar.logs());
+}
+
 #[test]
 fn check_validates_and_redacts() {
     let bin = env!("CARGO_BIN_EXE_sigv4-sidecar");

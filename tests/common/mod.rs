@@ -75,6 +75,8 @@ pub struct Launch {
     pub env: Vec<(String, String)>,
     pub config_file: Option<String>,
     pub sts_endpoint: Option<String>,
+    /// Run the process on CPU 0 only (`taskset`), as in a pod limited to one core.
+    pub one_cpu: bool,
 }
 
 impl Launch {
@@ -92,6 +94,7 @@ impl Launch {
             ],
             config_file: None,
             sts_endpoint: Some(sts.endpoint()),
+            one_cpu: false,
         }
     }
 
@@ -117,7 +120,14 @@ impl Launch {
 
 impl Sidecar {
     fn start(launch: Launch, extra: &[(&str, &str)]) -> Sidecar {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sigv4-sidecar"));
+        let bin = env!("CARGO_BIN_EXE_sigv4-sidecar");
+        let mut cmd = if launch.one_cpu {
+            let mut c = Command::new("taskset");
+            c.args(["--cpu-list", "0", bin]);
+            c
+        } else {
+            Command::new(bin)
+        };
         // A clean environment: nothing from the developer's AWS setup leaks into a test, and
         // nothing ever reaches instance metadata or a real AWS endpoint.
         cmd.env_clear()
