@@ -58,7 +58,7 @@ enum State {
     Length(u64),
     Chunked(Chunk),
     /// Not watching any more: an ambiguous head was found (the connection is answered 400 and
-    /// closed), the input is one hyper refuses, or the connection is not HTTP/1.
+    /// closed) or the input is one hyper refuses. (HTTP/2 connections are not wrapped at all.)
     Off,
 }
 
@@ -99,14 +99,6 @@ impl Framing {
         }
     }
 
-    /// Watches nothing (HTTP/2 has no such framing ambiguity).
-    pub fn off() -> Self {
-        Framing {
-            state: State::Off,
-            ..Framing::http1(0)
-        }
-    }
-
     /// Complete request heads seen so far.
     pub fn heads(&self) -> u64 {
         self.heads
@@ -133,17 +125,13 @@ impl Framing {
                     }
                 }
                 State::Length(rest) => {
-                    let used = rest.min(bytes.len() as u64);
-                    bytes = &bytes[used as usize..];
-                    self.state = match rest - used {
+                    self.state = match skip(rest, &mut bytes) {
                         0 => State::Head,
                         rest => State::Length(rest),
                     };
                 }
                 State::Chunked(Chunk::Data(rest)) => {
-                    let used = rest.min(bytes.len() as u64);
-                    bytes = &bytes[used as usize..];
-                    self.state = State::Chunked(match rest - used {
+                    self.state = State::Chunked(match skip(rest, &mut bytes) {
                         0 => Chunk::DataCr,
                         rest => Chunk::Data(rest),
                     });
@@ -217,6 +205,13 @@ impl Framing {
             }
         }
     }
+}
+
+/// Skips up to `rest` body bytes from the front of `bytes`; returns how many are still to come.
+fn skip(rest: u64, bytes: &mut &[u8]) -> u64 {
+    let used = rest.min(bytes.len() as u64);
+    *bytes = &bytes[used as usize..];
+    rest - used
 }
 
 enum Parsed {
@@ -544,15 +539,6 @@ mod tests {
         let mut f = Framing::http1(100);
         assert_eq!(f.feed(format!("{head}\r\n").as_bytes()), None);
         assert_eq!((f.state, f.heads), (State::Off, 0));
-    }
-
-    #[test]
-    fn off_watches_nothing() {
-        let mut f = Framing::off();
-        assert_eq!(
-            f.feed(b"POST /x HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            None
-        );
     }
 
     #[test]
