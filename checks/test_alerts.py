@@ -254,3 +254,17 @@ def test_dashboard_uses_a_datasource_variable_only() -> None:
                    "errors_total", "inflight_requests", "credentials_refresh_total",
                    "credentials_expiry_timestamp_seconds", "upstream_auth_failures_total", "build_info"]:
         assert f"sigv4_sidecar_{metric}" in exprs, metric
+
+
+def test_readme_example_renders() -> None:
+    """The project README's values example for alerts and dashboard is valid and does what it says."""
+    section = README.read_text().split("## Alerts and dashboard", 1)[1]
+    example = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
+    objs = hs.render_objects(dict(BASE, **example))
+    for obj in objs:
+        hs.validate_k8s(obj, "1.29.0")
+    pr = hs.one(objs, "PrometheusRule")
+    rules = {r["alert"]: r for r in pr["spec"]["groups"][0]["rules"]}
+    assert rules["SigV4SidecarHighLatency"]["expr"].rstrip().endswith("> 0.5")
+    assert all(r["labels"]["team"] == "orders" for r in rules.values())
+    assert len(dashboard_configmaps(dict(BASE, **example))) == 1
