@@ -23,8 +23,8 @@ Run by scripts/test after `scripts/local --smoke` (binaries built by then). Need
 scripts/local (8080, 9090, 4566, 4567) free.
 
   checks/prometheus_e2e.py                      the check
-  checks/prometheus_e2e.py --hold 720 --render docs/dashboard.png --render-python PY
-                                                then steady traffic for 720 s and the README's
+  checks/prometheus_e2e.py --hold 300 --render docs/dashboard.png --render-python PY
+                                                then steady traffic for 300 s and the README's
                                                 picture, drawn by docs/render_dashboard.py run
                                                 with PY (a Python that has matplotlib)
 """

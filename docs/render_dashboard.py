@@ -7,7 +7,7 @@ Needs matplotlib (not a project dependency: use a throwaway venv). The README's 
 from a local run:
 
   python3 -m venv /tmp/mpl && /tmp/mpl/bin/pip install matplotlib
-  .venv/bin/python checks/prometheus_e2e.py --hold 720 --render docs/dashboard.png \\
+  .venv/bin/python checks/prometheus_e2e.py --hold 300 --render docs/dashboard.png \\
       --render-python /tmp/mpl/bin/python
 
 which calls this script with --prometheus/--start/--end of that run.
@@ -21,7 +21,7 @@ import math
 import re
 import urllib.parse
 import urllib.request
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import matplotlib
@@ -64,7 +64,7 @@ def main() -> None:
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(18, 4.2 * rows), squeeze=False)
     fig.suptitle(f"sigv4-sidecar dashboard: local run ({(args.end - args.start) / 60:.0f} min, "
-                 f"scrape 1 s, rate window {args.rate_window})", fontsize=14)
+                 f"scrape 1 s, rate window {args.rate_window}, times UTC)", fontsize=14)
     for ax, panel in zip(axes.flat, panels):
         unit = panel["fieldConfig"]["defaults"].get("unit", "short")
         drawn = 0
@@ -72,7 +72,7 @@ def main() -> None:
             expr = (target["expr"].replace("$__rate_interval", args.rate_window)
                     .replace("$job", ".*").replace("$route", ".*"))
             for series in query_range(args.prometheus, expr, args.start, args.end, step):
-                xs = [datetime.fromtimestamp(float(t)) for t, _ in series["values"]]
+                xs = [datetime.fromtimestamp(float(t), timezone.utc) for t, _ in series["values"]]
                 ys = [float(v) for _, v in series["values"]]
                 if unit == "s" and "histogram_quantile" in expr:
                     ys = [y * 1000 for y in ys]
@@ -81,7 +81,8 @@ def main() -> None:
         ax.set_title(panel["title"], fontsize=11)
         quantiles = any("histogram_quantile" in t["expr"] for t in panel["targets"])
         ax.set_ylabel("ms" if unit == "s" and quantiles else UNITS.get(unit, unit))
-        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+        ax.set_xlim(datetime.fromtimestamp(args.start, timezone.utc), datetime.fromtimestamp(args.end, timezone.utc))
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=timezone.utc))
         ax.grid(alpha=0.3)
         if drawn:
             ax.legend(fontsize=8, loc="upper left")
