@@ -13,7 +13,6 @@ pub mod admin;
 pub mod config;
 pub mod credentials;
 pub mod error;
-pub mod framing;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

@@ -28,7 +28,6 @@ use sha2::{Digest, Sha256};
 use crate::config::{RouteConfig, Upstream};
 use crate::credentials::CredentialCell;
 use crate::error::{error_chain, ProxyError};
-use crate::framing::AmbiguousFraming;
 use crate::metrics::Metrics;
 use crate::signing::{self, Scope};
 
@@ -172,19 +171,12 @@ impl Target {
     }
 
     /// Rewrites `parts` (as received from the app) into the upstream request head: refuses
-    /// CONNECT, heads the server marked [`AmbiguousFraming`] and absolute-form targets, appends the target to the upstream URL byte for byte,
+    /// CONNECT and absolute-form targets, appends the target to the upstream URL byte for byte,
     /// drops hop-by-hop and client signing headers, sets `Host`, and refuses a declared body
     /// over the limit before any of it is read. Returns the declared body length, if any.
     pub fn prepare(&self, parts: &mut http::request::Parts) -> Result<Option<u64>, ProxyError> {
         if parts.method == Method::CONNECT {
             return Err(ProxyError::MethodNotAllowed);
-        }
-        if parts.extensions.get::<AmbiguousFraming>().is_some() {
-            return Err(ProxyError::BadRequest(
-                "both Content-Length and Transfer-Encoding: the body's framing is ambiguous \
-                 (a request-smuggling shape); send exactly one of them"
-                    .into(),
-            ));
         }
         let uri = self.upstream_uri(&parts.uri, parts.version)?;
         check_transfer_encoding(&parts.headers)?;

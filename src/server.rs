@@ -19,7 +19,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Limits;
-use crate::framing::{AmbiguousFraming, Framing, Verdict, Watched};
 use crate::proxy::ProxyBody;
 
 /// The answer to a connection over `max_connections`, written without parsing its request.
@@ -95,29 +94,20 @@ where
                 let builders = builders.clone();
                 let watcher = graceful.watcher();
                 let first_bytes_timeout = limits.header_read_timeout;
-                let max_head = limits.max_header_bytes;
                 tokio::spawn(async move {
                     let Some(protocol) = first_bytes_within(&stream, first_bytes_timeout).await
                     else {
                         return; // and the slot is released with the task
                     };
-                    let verdict = Verdict::new();
-                    let svc = {
-                        let verdict = verdict.clone();
-                        service_fn(move |mut req: Request<Incoming>| {
-                            if verdict.next_is_ambiguous() {
-                                req.extensions_mut().insert(AmbiguousFraming);
-                            }
-                            let fut = handler(req);
-                            async move { Ok::<_, Infallible>(fut.await) }
-                        })
-                    };
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let fut = handler(req);
+                        async move { Ok::<_, Infallible>(fut.await) }
+                    });
                     let (http1, http2) = &*builders;
                     let ended = match protocol {
                         Protocol::Http1 => {
-                            let io = Watched::new(stream, Framing::http1(max_head), verdict);
                             watcher
-                                .watch(http1.serve_connection(TokioIo::new(io), svc))
+                                .watch(http1.serve_connection(TokioIo::new(stream), svc))
                                 .await
                         }
                         Protocol::H2 => {
