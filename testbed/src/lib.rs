@@ -11,6 +11,8 @@ pub mod sigv4;
 pub mod sigv4a;
 pub mod sts;
 
-pub use gateway::{Backend, Gateway, GatewayConfig, Recorded};
+pub use gateway::{
+    Backend, BodyState, Gateway, GatewayBuilder, GatewayConfig, GatewayModes, Recorded, Refusal,
+};
 pub use sigv4::{Credentials, Expect, Verified, VerifyError};
 pub use sts::{Issued, StsConfig, StsEmulator, StsMode};
