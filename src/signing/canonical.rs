@@ -24,9 +24,41 @@ pub(super) trait Sink {
     fn put(&mut self, bytes: &[u8]);
 }
 
-impl Sink for sha2::Sha256 {
+/// SHA-256 fed in blocks: the canonical request arrives in many small pieces, and one
+/// `update` per piece costs more than copying them into a stack buffer first.
+pub(super) struct HashSink {
+    hasher: sha2::Sha256,
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl HashSink {
+    pub fn new() -> Self {
+        HashSink {
+            hasher: sha2::Sha256::default(),
+            buf: [0; 512],
+            len: 0,
+        }
+    }
+
+    pub fn finish(mut self) -> [u8; 32] {
+        sha2::Digest::update(&mut self.hasher, &self.buf[..self.len]);
+        sha2::Digest::finalize(self.hasher).into()
+    }
+}
+
+impl Sink for HashSink {
     fn put(&mut self, bytes: &[u8]) {
-        sha2::Digest::update(self, bytes);
+        if self.len + bytes.len() > self.buf.len() {
+            sha2::Digest::update(&mut self.hasher, &self.buf[..self.len]);
+            self.len = 0;
+            if bytes.len() >= self.buf.len() {
+                sha2::Digest::update(&mut self.hasher, bytes);
+                return;
+            }
+        }
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
     }
 }
 

@@ -94,13 +94,16 @@ pub struct Signature {
 impl Signature {
     /// Adds the signature headers to `headers`, replacing any of the same names.
     pub fn apply(self, headers: &mut HeaderMap) {
-        headers.insert(HeaderName::from_static("x-amz-date"), self.x_amz_date);
+        const DATE: HeaderName = HeaderName::from_static("x-amz-date");
+        const CONTENT: HeaderName = HeaderName::from_static("x-amz-content-sha256");
+        const TOKEN: HeaderName = HeaderName::from_static("x-amz-security-token");
+        headers.insert(DATE, self.x_amz_date);
         headers.insert(http::header::AUTHORIZATION, self.authorization);
         if let Some(v) = self.content_sha256 {
-            headers.insert(HeaderName::from_static("x-amz-content-sha256"), v);
+            headers.insert(CONTENT, v);
         }
         if let Some(v) = self.security_token {
-            headers.insert(HeaderName::from_static("x-amz-security-token"), v);
+            headers.insert(TOKEN, v);
         }
     }
 }
@@ -312,11 +315,11 @@ impl Scope {
 
     /// Lowercase hex SHA-256 of the canonical request, streamed into the hasher.
     fn canonical_request_hash(&self, req: &RequestToSign<'_>, entries: &[Entry<'_>]) -> [u8; 64] {
-        let mut hasher = sha2::Sha256::new();
+        let mut hasher = canonical::HashSink::new();
         self.write_canonical_request(&mut hasher, req, entries, Values::Plain);
         let mut hex = [0u8; 64];
         // 32 bytes always fit 64 hex digits.
-        let _ = hex::encode_to_slice(hasher.finalize(), &mut hex);
+        let _ = hex::encode_to_slice(hasher.finish(), &mut hex);
         hex
     }
 
