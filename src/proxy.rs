@@ -7,6 +7,7 @@
 //! through a [`ProxyBody`] that records metrics and the access log line when the exchange ends,
 //! however it ends.
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -29,8 +30,9 @@ use crate::config::{RouteConfig, Upstream};
 use crate::credentials::CredentialCell;
 use crate::error::{error_chain, ProxyError};
 use crate::framing::AmbiguousFraming;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::signing::{self, Scope};
+use crate::telemetry;
 
 /// The pooled upstream client: hyper 1 over rustls, HTTP/1.1 or HTTP/2 by ALPN.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -45,7 +47,7 @@ pub struct Route {
     client: UpstreamClient,
     bodies: BodyBudget,
     request_timeout: Duration,
-    metrics: Metrics,
+    counters: RouteMetrics,
     inflight: IntGauge,
     upstream_duration: Histogram,
 }
@@ -70,7 +72,7 @@ impl Route {
             request_timeout: cfg.request_timeout,
             inflight: metrics.inflight.with_label_values(&[&cfg.name]),
             upstream_duration: metrics.upstream_duration.with_label_values(&[&cfg.name]),
-            metrics,
+            counters: RouteMetrics::new(&metrics, &cfg.name),
         })
     }
 
@@ -420,9 +422,16 @@ async fn read_body(
     declared: Option<u64>,
     limit: u64,
     budget: &BodyBudget,
-) -> Result<(Bytes, String, Option<tokio::sync::OwnedSemaphorePermit>), ProxyError> {
+) -> Result<
+    (
+        Bytes,
+        Cow<'static, str>,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    ),
+    ProxyError,
+> {
     if body.is_end_stream() {
-        return Ok((Bytes::new(), signing::EMPTY_SHA256.to_string(), None));
+        return Ok((Bytes::new(), Cow::Borrowed(signing::EMPTY_SHA256), None));
     }
     let mut held = None;
     let mut reserved = declared.map_or(0, |d| d.min(limit) as usize);
@@ -444,7 +453,11 @@ async fn read_body(
             buf.extend_from_slice(&data);
         }
     }
-    Ok((buf.freeze(), hex::encode(hasher.finalize()), held))
+    Ok((
+        buf.freeze(),
+        Cow::Owned(hex::encode(hasher.finalize())),
+        held,
+    ))
 }
 
 /// Method label with bounded cardinality: unknown methods are counted as `other`.
@@ -504,69 +517,21 @@ impl Drop for Exchange {
         let r = &self.route;
         r.inflight.dec();
         let elapsed = self.started.elapsed();
-        let m = &r.metrics;
-        let code = itoa_status(self.status);
-        m.requests_total
-            .with_label_values(&[&r.name, self.method, code])
-            .inc();
-        m.request_duration
-            .with_label_values(&[&r.name, self.method])
-            .observe(elapsed.as_secs_f64());
-        if let Some(e) = self.error {
-            m.errors_total.with_label_values(&[&r.name, e]).inc();
-        }
-        tracing::info!(
-            target: "sigv4_sidecar::access",
-            route = %r.name,
-            method = self.method,
-            path = %self.uri.path(),
-            status = self.status,
-            duration_ms = elapsed.as_secs_f64() * 1e3,
-            upstream_ms = self.upstream.map(|d| d.as_secs_f64() * 1e3),
-            bytes_in = self.bytes_in,
-            bytes_out = self.bytes_out,
-            error = self.error,
-            outcome = self.outcome,
-            "request"
-        );
+        r.counters
+            .record(self.method, self.status, elapsed.as_secs_f64(), self.error);
+        telemetry::access(&telemetry::AccessLine {
+            route: &r.name,
+            method: self.method,
+            path: self.uri.path(),
+            status: self.status,
+            duration: elapsed,
+            upstream: self.upstream,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            error: self.error,
+            outcome: self.outcome,
+        });
     }
-}
-
-/// Status code as a label without allocating for the common codes.
-fn itoa_status(status: u16) -> &'static str {
-    const CODES: &[(u16, &str)] = &[
-        (200, "200"),
-        (201, "201"),
-        (202, "202"),
-        (204, "204"),
-        (206, "206"),
-        (301, "301"),
-        (302, "302"),
-        (304, "304"),
-        (400, "400"),
-        (401, "401"),
-        (403, "403"),
-        (404, "404"),
-        (405, "405"),
-        (409, "409"),
-        (413, "413"),
-        (429, "429"),
-        (500, "500"),
-        (502, "502"),
-        (503, "503"),
-        (504, "504"),
-    ];
-    CODES.iter().find(|(c, _)| *c == status).map_or(
-        match status / 100 {
-            1 => "1xx",
-            2 => "2xx",
-            3 => "3xx",
-            4 => "4xx",
-            5 => "5xx",
-            _ => "0",
-        },
-        |(_, s)| s,
-    )
 }
 
 /// The response body the app receives: the upstream's, streamed, or the sidecar's own answer.
@@ -710,12 +675,5 @@ mod tests {
                 "x-amz-target: kept"
             ]
         );
-    }
-
-    #[test]
-    fn status_labels() {
-        assert_eq!(itoa_status(200), "200");
-        assert_eq!(itoa_status(418), "4xx");
-        assert_eq!(itoa_status(0), "0");
     }
 }
