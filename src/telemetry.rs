@@ -66,21 +66,18 @@ pub fn filter(log_level: &str) -> EnvFilter {
     EnvFilter::try_new(&directive).unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
-/// The non-blocking, lossless, batching stdout writer (see the module docs).
-pub fn stdout_writer() -> (NonBlocking, WorkerGuard) {
+/// The non-blocking, lossless, batching writer over `out` (stdout; see the module docs).
+pub fn non_blocking(out: impl Write + Send + 'static) -> (NonBlocking, WorkerGuard) {
     NonBlockingBuilder::default()
         .lossy(false)
         .buffered_lines_limit(BUFFERED_LINES)
         .thread_name("log-writer")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stdout(),
-        ))
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, out))
 }
 
 /// Installs the global subscriber writing to stdout.
 pub fn init(format: LogFormat, log_level: &str) -> LogGuard {
-    let (writer, guard) = stdout_writer();
+    let (writer, guard) = non_blocking(std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter(log_level))
         .with_writer(writer.clone());
@@ -133,21 +130,26 @@ pub fn access(line: &AccessLine<'_>) {
                 let _ = writer.clone().write_all(&buf);
             });
         }
-        None => tracing::info!(
-            target: ACCESS_TARGET,
-            route = line.route,
-            method = line.method,
-            path = line.path,
-            status = line.status,
-            duration_ms = millis(line.duration),
-            upstream_ms = line.upstream.map(millis),
-            bytes_in = line.bytes_in,
-            bytes_out = line.bytes_out,
-            error = line.error,
-            outcome = line.outcome,
-            "request"
-        ),
+        None => access_event(line),
     }
+}
+
+/// The access line as a tracing event (text format, or before [`init`]).
+pub fn access_event(line: &AccessLine<'_>) {
+    tracing::info!(
+        target: ACCESS_TARGET,
+        route = line.route,
+        method = line.method,
+        path = line.path,
+        status = line.status,
+        duration_ms = millis(line.duration),
+        upstream_ms = line.upstream.map(millis),
+        bytes_in = line.bytes_in,
+        bytes_out = line.bytes_out,
+        error = line.error,
+        outcome = line.outcome,
+        "request"
+    )
 }
 
 fn millis(d: Duration) -> f64 {
@@ -257,22 +259,7 @@ mod tests {
                 outcome: "complete",
             };
             captured.0.lock().expect("lock").clear();
-            tracing::subscriber::with_default(subscriber(), || {
-                tracing::info!(
-                    target: ACCESS_TARGET,
-                    route = line.route,
-                    method = line.method,
-                    path = line.path,
-                    status = line.status,
-                    duration_ms = millis(line.duration),
-                    upstream_ms = line.upstream.map(millis),
-                    bytes_in = line.bytes_in,
-                    bytes_out = line.bytes_out,
-                    error = line.error,
-                    outcome = line.outcome,
-                    "request"
-                )
-            });
+            tracing::subscriber::with_default(subscriber(), || access_event(&line));
             let theirs = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf8");
             let mut ours = Vec::new();
             format_json(&mut ours, &line);
