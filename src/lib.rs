@@ -5,7 +5,7 @@
 //! credentials it keeps fresh in the background, and streams the answer back.
 //!
 //! Reading order for newcomers: [`config`] (what can be configured), [`credentials`] (how
-//! credentials are held and refreshed), [`signing`] (one call into `aws-sigv4`), [`proxy`] (the
+//! credentials are held and refreshed), [`signing`] (SigV4 with a cached key, `aws-sigv4` as the oracle), [`proxy`] (the
 //! per-request pipeline), [`error`] (every answer the sidecar produces itself), [`admin`] and
 //! [`metrics`], and [`server`] (accept loops and graceful shutdown). [`run`] wires them.
 
