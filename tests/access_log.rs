@@ -14,7 +14,13 @@ async fn access_lines_queued_just_before_sigterm_are_written() {
     let gw = gateway(&sts).await;
     let mut sidecar = ready_sidecar(Launch::new(&gw.url(), &sts)).await;
     for i in 0..N {
-        let res = send("GET", &sidecar.url(&format!("/last/{i}?q=secret")), &[], vec![]).await;
+        let res = send(
+            "GET",
+            &sidecar.url(&format!("/last/{i}?q=secret")),
+            &[],
+            vec![],
+        )
+        .await;
         assert_eq!(res.status, 200);
     }
     // No waiting for the lines: SIGTERM right after the last answer.
