@@ -30,7 +30,7 @@ pub use target::Target;
 use crate::config::{RouteConfig, Upstream};
 use crate::credentials::CredentialCell;
 use crate::error::{error_chain, ProxyError, StartupError};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::signing::{self, Scope};
 use body::read_body;
 use client::build_client;
@@ -46,7 +46,7 @@ pub struct Route {
     client: UpstreamClient,
     bodies: BodyBudget,
     request_timeout: Duration,
-    metrics: Metrics,
+    counters: RouteMetrics,
     inflight: IntGauge,
     upstream_duration: Histogram,
 }
@@ -74,7 +74,7 @@ impl Route {
             request_timeout: cfg.request_timeout,
             inflight: metrics.inflight.with_label_values(&[&cfg.name]),
             upstream_duration: metrics.upstream_duration.with_label_values(&[&cfg.name]),
-            metrics,
+            counters: RouteMetrics::new(&metrics, &cfg.name),
         })
     }
 
