@@ -7,6 +7,7 @@
 #
 # Environment overrides:
 #   ROUNDS (3)  DURATION (10s)  WARMUP (2s)  PROXY_CPU (0)  LOAD_CPU (1)  BASE_PORT (18180)
+#   SIDECAR_LOG_LEVEL (info: the default config, access log on; warn: access log off)
 #   SKIP_BUILD=1 (use the existing target/release binaries)  KEEP_TMP=1 (keep logs/configs)
 #   SCENARIOS="get-small-c1 get-small-c64 post-4k-c64 get-16k-c64" (subset/order)
 #   RESULTS=<file> (also write the per-run raw results there, TSV)
@@ -23,6 +24,8 @@ PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 BASE_PORT=${BASE_PORT:-18180}
 SCENARIOS=${SCENARIOS:-"get-small-c1 get-small-c64 post-4k-c64 get-16k-c64"}
+# info = the default configuration (one JSON access line per request); warn = access log off.
+SIDECAR_LOG_LEVEL=${SIDECAR_LOG_LEVEL:-info}
 
 UPSTREAM_PORT=$((BASE_PORT + 1))
 NGINX_PORT=$((BASE_PORT + 2))
@@ -149,7 +152,7 @@ env -i PATH="$PATH" HOME="$TMP" \
     SIGV4_SIDECAR_ROLE_ARN=arn:aws:iam::111111111111:role/sigv4-sidecar-demo \
     SIGV4_SIDECAR_LISTEN="127.0.0.1:$SIDECAR_PORT" \
     SIGV4_SIDECAR_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT" \
-    SIGV4_SIDECAR_LOG_LEVEL=warn \
+    SIGV4_SIDECAR_LOG_LEVEL="$SIDECAR_LOG_LEVEL" \
     AWS_ACCESS_KEY_ID=AKIDLOCALBASE \
     AWS_SECRET_ACCESS_KEY=local-base-secret-not-a-real-key \
     AWS_REGION=us-east-1 \
