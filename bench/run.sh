@@ -40,8 +40,11 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/release
 # The release binary is stripped; a profile needs symbols: the profiling profile is the same
 # code (LTO, one codegen unit) with line tables.
-SIDECAR_BIN=$BIN/sigv4-sidecar
-[ "${PROFILE:-0}" = 1 ] && SIDECAR_BIN=$TARGET_DIR/profiling/sigv4-sidecar
+# SIDECAR_BIN=<path> benchmarks another build of the sidecar (an A/B of build settings).
+if [ -z "${SIDECAR_BIN:-}" ]; then
+    SIDECAR_BIN=$BIN/sigv4-sidecar
+    [ "${PROFILE:-0}" = 1 ] && SIDECAR_BIN=$TARGET_DIR/profiling/sigv4-sidecar
+fi
 CLK_TCK=$(getconf CLK_TCK)
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
