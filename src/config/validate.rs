@@ -105,13 +105,15 @@ pub(super) fn validate(
         raw.shutdown_grace.as_deref().unwrap_or_default(),
     )?;
     let log_level = raw.log_level.clone().unwrap_or_default();
-    tracing_subscriber::EnvFilter::try_new(&log_level).map_err(|e| {
-        err(
-            "log_level",
-            &log_level,
-            format!("is not a log level or filter: {e}"),
-        )
-    })?;
+    log_level
+        .parse::<tracing_subscriber::filter::Targets>()
+        .map_err(|e| {
+            err(
+                "log_level",
+                &log_level,
+                format!("is not a log level or filter: {e}"),
+            )
+        })?;
 
     let mut routes = vec![route(&raw, "default", "", &raw, sources)?];
     for (i, r) in raw.routes.iter().enumerate() {
