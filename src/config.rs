@@ -16,6 +16,9 @@ use figment::Figment;
 use http::uri::{Authority, Scheme, Uri};
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub mod reach;
+pub use reach::{Algorithm, Connect, Payload, Reach};
+
 /// Prefix of every environment variable the sidecar reads.
 pub const ENV_PREFIX: &str = "SIGV4_SIDECAR_";
 
@@ -151,6 +154,43 @@ pub struct RawConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub request_timeout: Option<String>,
+    // Reach keys (SPEC "Reaching private endpoints and other services"), validated in `reach`.
+    #[serde(
+        default,
+        deserialize_with = "lossy_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub connect: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "lossy_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub payload: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "lossy_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub signing_algorithm: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "lossy_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub region_set: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "reach::string_list",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub unsigned_headers: Option<Vec<String>>,
+    #[serde(
+        default,
+        deserialize_with = "lossy_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub client_authorization_to: Option<String>,
     // Process-wide keys: top level only.
     #[serde(
         default,
@@ -339,6 +379,8 @@ pub struct RouteConfig {
     pub ca_file: Option<PathBuf>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// How the route reaches its upstream and what it signs.
+    pub reach: Reach,
 }
 
 /// The whole validated configuration.
@@ -633,8 +675,10 @@ fn limits(raw: &RawConfig, routes: &[RouteConfig]) -> Result<Limits, ConfigError
     let max_inflight_body_bytes = raw
         .max_inflight_body_bytes
         .unwrap_or(defaults::MAX_INFLIGHT_BODY_BYTES);
+    // Streamed (unsigned) bodies are never held, so only signed routes count against it.
     if let Some(r) = routes
         .iter()
+        .filter(|r| r.reach.payload == Payload::Signed)
         .find(|r| r.max_body_bytes > max_inflight_body_bytes)
     {
         return Err(err(
@@ -707,7 +751,13 @@ fn merge_keys(own: &RawConfig, top: &RawConfig) -> RawConfig {
             max_body_bytes,
             ca_file,
             connect_timeout,
-            request_timeout
+            request_timeout,
+            connect,
+            payload,
+            signing_algorithm,
+            region_set,
+            unsigned_headers,
+            client_authorization_to
         )
     }
 }
@@ -870,8 +920,22 @@ fn route(
             "must be at least 30s: credentials are never used in their last 30 seconds",
         ));
     }
+    let reach = reach::validate(
+        &reach::RawReach {
+            connect: k.connect.as_deref(),
+            payload: k.payload.as_deref(),
+            signing_algorithm: k.signing_algorithm.as_deref(),
+            region_set: k.region_set.as_deref(),
+            unsigned_headers: k.unsigned_headers.as_deref(),
+            client_authorization_to: k.client_authorization_to.as_deref(),
+        },
+        key,
+        &upstream,
+        &region,
+    )?;
     let max_body_bytes = k.max_body_bytes.unwrap_or(defaults::MAX_BODY_BYTES);
-    if max_body_bytes > 1 << 30 {
+    // Streamed bodies are never held, so only a signed payload needs the memory cap.
+    if reach.payload == Payload::Signed && max_body_bytes > 1 << 30 {
         return Err(err(
             key("max_body_bytes"),
             max_body_bytes,
@@ -919,6 +983,7 @@ fn route(
         ca_file,
         connect_timeout,
         request_timeout,
+        reach,
     })
 }
 
@@ -964,9 +1029,10 @@ pub struct Inferred {
 }
 
 /// Infers region and service from an AWS host name:
-/// `<id>.execute-api.<region>.amazonaws.com` (also `.vpce.` and `.amazonaws.com.cn`),
+/// `<id>.execute-api.<region>.amazonaws.com` (also `.amazonaws.com.cn`),
 /// `<id>.lambda-url.<region>.on.aws`, `<domain>.<region>.es.amazonaws.com`,
-/// `<id>.<region>.aoss.amazonaws.com`. Anything else infers nothing.
+/// `<id>.<region>.aoss.amazonaws.com`, `<svc>-<id>.<id>.vpc-lattice-svcs.<region>.on.aws`
+/// (VPC Lattice, which also implies `payload = "unsigned"`). Anything else infers nothing.
 pub fn infer_from_host(host: &str) -> Inferred {
     let host = host.to_ascii_lowercase();
     let labels: Vec<&str> = host.split('.').collect();
@@ -985,6 +1051,8 @@ pub fn infer_from_host(host: &str) -> Inferred {
         Some("es")
     } else if labels.contains(&"aoss") {
         Some("aoss")
+    } else if reach::lattice_region(&host).is_some() {
+        Some(reach::LATTICE_SERVICE)
     } else {
         None
     };
@@ -1202,5 +1270,87 @@ upstream = "http://127.0.0.1:9999/x"
         .expect("valid");
         assert_eq!(c.routes[1].service, "lambda");
         assert_eq!(c.routes[1].region, "us-west-2");
+    }
+
+    #[test]
+    fn reach_keys_inherit_and_lattice_infers() {
+        let c = load(
+            &format!(
+                r#"upstream = {API:?}
+connect = "vpce-0abc123-de4f5g6h.execute-api.us-east-1.vpce.amazonaws.com"
+unsigned_headers = ["x-edge-hop"]
+client_authorization_to = "x-original-authorization"
+
+[[routes]]
+name = "lattice"
+listen = "127.0.0.1:8081"
+upstream = "https://orders-0a1b2c3d4e5f60789.7d67968.vpc-lattice-svcs.us-west-2.on.aws"
+connect = ""
+max_body_bytes = 4294967296
+
+[[routes]]
+name = "mrap"
+listen = "127.0.0.1:8082"
+upstream = "https://mrap.example"
+region = "us-east-1"
+service = "s3"
+signing_algorithm = "sigv4a"
+region_set = "*"
+"#
+            ),
+            &[("SIGV4_SIDECAR_UNSIGNED_HEADERS", "x-a, X-B")],
+        )
+        .expect("valid");
+        let d = &c.routes[0];
+        assert_eq!(
+            d.reach.connect.as_ref().map(|c| (c.host.as_str(), c.port)),
+            Some((
+                "vpce-0abc123-de4f5g6h.execute-api.us-east-1.vpce.amazonaws.com",
+                443
+            ))
+        );
+        assert_eq!(d.reach.unsigned_headers, ["x-a", "x-b"], "env wins");
+        let l = &c.routes[1];
+        assert_eq!(
+            (l.service.as_str(), l.region.as_str(), l.reach.payload),
+            ("vpc-lattice-svcs", "us-west-2", Payload::Unsigned)
+        );
+        assert_eq!(
+            l.reach.connect, None,
+            "an empty connect clears the inherited one"
+        );
+        assert_eq!(
+            l.reach.client_authorization_to.as_ref().map(|h| h.as_str()),
+            Some("x-original-authorization"),
+            "inherited"
+        );
+        assert_eq!(
+            c.routes[2].reach.algorithm,
+            Algorithm::SigV4a {
+                region_set: "*".into()
+            }
+        );
+        let shown = c.effective_json();
+        for k in ["connect", "unsigned_headers", "client_authorization_to"] {
+            assert!(shown.contains(k), "--check shows {k}: {shown}");
+        }
+    }
+
+    #[test]
+    fn signed_payload_keeps_its_memory_caps() {
+        let e = load(
+            &format!("upstream = {API:?}\nmax_body_bytes = 4294967296"),
+            &[],
+        )
+        .expect_err("over 1 GiB held")
+        .to_string();
+        assert!(e.contains("max_body_bytes"), "{e}");
+        let e = load(
+            "upstream = \"https://vpce-1.execute-api.us-east-1.vpce.amazonaws.com/Prod\"",
+            &[],
+        )
+        .expect_err("vpce upstream")
+        .to_string();
+        assert!(e.contains("connect"), "{e}");
     }
 }
