@@ -10,15 +10,19 @@
 //! [`metrics`], and [`server`] (accept loops and graceful shutdown). [`run`] wires them.
 
 pub mod admin;
+pub mod auth_failures;
 pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod framing;
 pub mod metrics;
 pub mod proxy;
+pub mod request_body;
+pub mod route_signing;
 pub mod server;
 pub mod signing;
 pub mod telemetry;
+pub mod upstream_client;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -14,33 +14,31 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::StatusCode;
 use http::{Method, Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus::{Histogram, IntGauge};
 use sha2::{Digest, Sha256};
 
-use crate::config::{RouteConfig, Upstream};
+use crate::auth_failures::{self, AuthFailures};
+use crate::config::{Payload, RouteConfig, Upstream};
 use crate::credentials::CredentialCell;
 use crate::error::{error_chain, ProxyError};
 use crate::framing::AmbiguousFraming;
 use crate::metrics::Metrics;
-use crate::signing::{self, Scope};
-
-/// The pooled upstream client: hyper 1 over rustls, HTTP/1.1 or HTTP/2 by ALPN.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+use crate::request_body::{Cut, UpstreamBody};
+use crate::route_signing::{BodyHash, RouteSigner, Signed};
+use crate::signing;
+pub use crate::upstream_client::UpstreamClient;
 
 /// Everything one route needs per request, built once at start.
 pub struct Route {
     pub name: Arc<str>,
     pub upstream: Upstream,
     target: Target,
-    scope: Scope,
+    signer: RouteSigner,
     creds: CredentialCell,
     client: UpstreamClient,
     bodies: BodyBudget,
@@ -48,6 +46,7 @@ pub struct Route {
     metrics: Metrics,
     inflight: IntGauge,
     upstream_duration: Histogram,
+    auth_failures: AuthFailures,
 }
 
 impl Route {
@@ -57,13 +56,15 @@ impl Route {
         bodies: BodyBudget,
         metrics: Metrics,
     ) -> Result<Self, String> {
-        let client = build_client(cfg)?;
+        let client = crate::upstream_client::build(cfg)?;
         metrics.init_route(&cfg.name);
         Ok(Route {
             name: cfg.name.as_str().into(),
-            target: Target::new(&cfg.upstream, cfg.max_body_bytes)?,
+            target: Target::new(&cfg.upstream, cfg.max_body_bytes)?
+                .with_client_authorization_to(cfg.reach.client_authorization_to.clone()),
             upstream: cfg.upstream.clone(),
-            scope: Scope::new(&cfg.region, &cfg.service),
+            signer: RouteSigner::new(cfg),
+            auth_failures: AuthFailures::new(&cfg.name, &metrics.upstream_auth_failures),
             creds,
             client,
             bodies,
@@ -83,11 +84,17 @@ impl Route {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
         let mut log = Exchange::start(self.clone(), &req);
         match self.forward(req, &mut log).await {
-            Ok(res) => {
+            Ok((res, signed)) => {
                 let (mut parts, body) = res.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 log.status = parts.status.as_u16();
-                Response::from_parts(parts, ProxyBody::upstream(body, log))
+                let body = if parts.status == StatusCode::FORBIDDEN {
+                    self.inspect_refusal(&parts.headers, body, &signed, log)
+                        .await
+                } else {
+                    ProxyBody::upstream(body, log)
+                };
+                Response::from_parts(parts, body)
             }
             Err(e) => {
                 log.status = e.status().as_u16();
@@ -107,17 +114,29 @@ impl Route {
         &self,
         req: Request<Incoming>,
         log: &mut Exchange,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<(Response<Incoming>, Signed), ProxyError> {
         let (mut parts, body) = req.into_parts();
         let declared = self.target.prepare(&mut parts)?;
-        let (body, hash, _budget) =
-            read_body(body, declared, self.target.max_body_bytes, &self.bodies).await?;
-        log.bytes_in = body.len() as u64;
-        if !body.is_empty() || declared.is_some() {
-            parts
-                .headers
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        }
+        let limit = self.target.max_body_bytes;
+        let (body, hash, streamed, _budget) = match self.signer.payload {
+            Payload::Signed => {
+                let (body, hash, budget) = read_body(body, declared, limit, &self.bodies).await?;
+                log.bytes_in = body.len() as u64;
+                if !body.is_empty() || declared.is_some() {
+                    parts
+                        .headers
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                }
+                (UpstreamBody::full(body), Some(hash), None, budget)
+            }
+            // The body goes upstream as it arrives, framed as the app framed it (its
+            // Content-Length, checked against the limit already, or chunked).
+            Payload::Unsigned => {
+                let (body, state) = UpstreamBody::streaming(body, limit);
+                log.streamed = Some(state.clone());
+                (body, None, Some(state), None)
+            }
+        };
 
         let now = SystemTime::now();
         let creds = self
@@ -127,24 +146,79 @@ impl Route {
                 reason: u.reason,
                 retry_after: u.retry_after,
             })?;
-        signing::sign_request(&mut parts, &hash, &creds, &self.scope, now)?;
-        drop(creds);
+        let body_hash = hash.as_deref().map_or(BodyHash::Unsigned, BodyHash::Sha256);
+        self.signer.sign(&mut parts, body_hash, &creds, now)?;
+        let signed = Signed::new(&parts, hash, creds, now);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            if let Some(d) = self.signer.diagnostics(&signed) {
+                tracing::debug!(
+                    route = %self.name,
+                    canonical_request = %d.canonical_request,
+                    string_to_sign = %d.string_to_sign,
+                    "signed request"
+                );
+            }
+        }
 
         let sent = Instant::now();
-        let res = tokio::time::timeout(
-            self.request_timeout,
-            self.client
-                .request(Request::from_parts(parts, Full::new(body))),
-        )
+        let send = self.client.request(Request::from_parts(parts, body));
+        let res = tokio::time::timeout(self.request_timeout, async {
+            match &streamed {
+                // A cut body aborts the upstream request; its answer is not waited for.
+                Some(state) => tokio::select! {
+                    res = send => Ok(res),
+                    cut = state.cut() => Err(cut),
+                },
+                None => Ok(send.await),
+            }
+        })
         .await;
         let upstream_time = sent.elapsed();
         log.upstream = Some(upstream_time);
         self.upstream_duration.observe(upstream_time.as_secs_f64());
-        match res {
-            Err(_elapsed) => Err(ProxyError::UpstreamTimeout(self.request_timeout)),
-            Ok(Err(e)) => Err(ProxyError::UpstreamUnreachable(error_chain(&e))),
-            Ok(Ok(res)) => Ok(res),
+        let cut = streamed.as_ref().and_then(|s| s.outcome());
+        match (res, cut) {
+            (Ok(Err(Cut::OverLimit)), _) | (Ok(Ok(Err(_))), Some(Cut::OverLimit)) => {
+                Err(ProxyError::PayloadTooLarge { limit })
+            }
+            (Ok(Err(Cut::Client)), _) | (Ok(Ok(Err(_))), Some(Cut::Client)) => Err(
+                ProxyError::ClientBody("the app's connection failed mid-body".into()),
+            ),
+            (Err(_elapsed), _) => Err(ProxyError::UpstreamTimeout(self.request_timeout)),
+            (Ok(Ok(Err(e))), None) => Err(ProxyError::UpstreamUnreachable(error_chain(&e))),
+            (Ok(Ok(Ok(res))), _) => Ok((res, signed)),
         }
+    }
+
+    /// A 403 from the upstream: if it is one of AWS's signature or token errors, count it and
+    /// (once per window) log the upstream's message next to the sidecar's canonical request.
+    /// The body reaches the app unchanged either way.
+    async fn inspect_refusal(
+        &self,
+        headers: &HeaderMap,
+        body: Incoming,
+        signed: &Signed,
+        log: Exchange,
+    ) -> ProxyBody {
+        let declared = content_length(headers).ok().flatten();
+        let peeked = auth_failures::peek(body, declared, self.request_timeout).await;
+        if let Some(refusal) = auth_failures::classify(headers, &peeked.prefix) {
+            if self.auth_failures.record(refusal.reason) {
+                let token = signed.security_token();
+                let d = self.signer.diagnostics(signed);
+                tracing::warn!(
+                    route = %self.name,
+                    reason = refusal.reason.label(),
+                    upstream_error_type = refusal.error_type.as_deref(),
+                    upstream_message = %auth_failures::redact(&refusal.message, token),
+                    canonical_request = d.as_ref().map(|d| d.canonical_request.as_str()),
+                    string_to_sign = d.as_ref().map(|d| d.string_to_sign.as_str()),
+                    "upstream refused the request's credentials or signature; compare its \
+                     canonical request (in upstream_message) with the sidecar's"
+                );
+            }
+        }
+        ProxyBody::prefixed(peeked.prefix, peeked.rest, log)
     }
 }
 
@@ -156,6 +230,8 @@ pub struct Target {
     uri_prefix: String,
     host_header: HeaderValue,
     pub max_body_bytes: u64,
+    /// Where the app's `Authorization` is forwarded (`client_authorization_to`).
+    client_authorization_to: Option<HeaderName>,
 }
 
 impl Target {
@@ -168,7 +244,14 @@ impl Target {
             host_header: HeaderValue::from_str(upstream.authority.as_str())
                 .map_err(|e| format!("upstream host is not a valid Host header: {e}"))?,
             max_body_bytes,
+            client_authorization_to: None,
         })
+    }
+
+    /// Forwards the app's own `Authorization` under `to` instead of dropping it.
+    pub fn with_client_authorization_to(mut self, to: Option<HeaderName>) -> Self {
+        self.client_authorization_to = to;
+        self
     }
 
     /// Rewrites `parts` (as received from the app) into the upstream request head: refuses
@@ -193,6 +276,13 @@ impl Target {
             return Err(ProxyError::PayloadTooLarge {
                 limit: self.max_body_bytes,
             });
+        }
+        if let Some(to) = &self.client_authorization_to {
+            // A bearer token the service behind IAM still checks: kept, under another name.
+            if let Some(mut app_auth) = parts.headers.remove(header::AUTHORIZATION) {
+                app_auth.set_sensitive(true);
+                parts.headers.insert(to.clone(), app_auth);
+            }
         }
         prepare_headers(&mut parts.headers, &self.host_header);
         parts.uri = uri;
@@ -269,48 +359,6 @@ impl BodyBudget {
         }
         Ok(())
     }
-}
-
-/// Builds the route's pooled HTTPS client: public web PKI roots built in, plus `ca_file`.
-fn build_client(cfg: &RouteConfig) -> Result<UpstreamClient, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = &cfg.ca_file {
-        use rustls_pki_types::pem::PemObject;
-        for cert in rustls_pki_types::CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("ca_file {}: {e}", path.display()))?
-        {
-            let cert = cert.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-        }
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("TLS setup: {e}"))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(cfg.connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(60)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        // Below API Gateway's and ALB's idle timeouts, so a pooled connection is not reused
-        // just as the far end closes it.
-        .pool_idle_timeout(Duration::from_secs(50))
-        .build(https))
 }
 
 /// Hop-by-hop headers (RFC 9110 7.6.1), never forwarded in either direction.
@@ -477,6 +525,8 @@ pub struct Exchange {
     bytes_in: u64,
     bytes_out: u64,
     outcome: &'static str,
+    /// A streamed request body: its byte count is final only when the exchange ends.
+    streamed: Option<Arc<crate::request_body::Streamed>>,
 }
 
 impl Exchange {
@@ -494,6 +544,7 @@ impl Exchange {
             bytes_out: 0,
             // Until the body ends, a drop means the client went away.
             outcome: "client_gone",
+            streamed: None,
             route,
         }
     }
@@ -514,6 +565,9 @@ impl Drop for Exchange {
             .observe(elapsed.as_secs_f64());
         if let Some(e) = self.error {
             m.errors_total.with_label_values(&[&r.name, e]).inc();
+        }
+        if let Some(s) = &self.streamed {
+            self.bytes_in = s.bytes();
         }
         tracing::info!(
             target: "sigv4_sidecar::access",
@@ -579,12 +633,21 @@ pub struct ProxyBody {
 enum Inner {
     Full(Option<Bytes>),
     Upstream(Incoming),
+    /// An upstream body whose beginning was read (a 403 inspected for AWS's message).
+    Prefixed(Option<Bytes>, Option<Incoming>),
 }
 
 impl ProxyBody {
     fn upstream(body: Incoming, exchange: Exchange) -> Self {
         ProxyBody {
             inner: Inner::Upstream(body),
+            exchange: Some(exchange),
+        }
+    }
+
+    fn prefixed(prefix: Bytes, rest: Option<Incoming>, exchange: Exchange) -> Self {
+        ProxyBody {
+            inner: Inner::Prefixed((!prefix.is_empty()).then_some(prefix), rest),
             exchange: Some(exchange),
         }
     }
@@ -623,6 +686,11 @@ impl Body for ProxyBody {
         let polled = match &mut this.inner {
             Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Inner::Prefixed(prefix, rest) => match (prefix.take(), rest) {
+                (Some(b), _) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                (None, Some(body)) => Pin::new(body).poll_frame(cx),
+                (None, None) => Poll::Ready(None),
+            },
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -644,6 +712,9 @@ impl Body for ProxyBody {
         match &self.inner {
             Inner::Full(b) => b.is_none(),
             Inner::Upstream(body) => body.is_end_stream(),
+            Inner::Prefixed(p, rest) => {
+                p.is_none() && rest.as_ref().is_none_or(|b| b.is_end_stream())
+            }
         }
     }
 
@@ -652,6 +723,18 @@ impl Body for ProxyBody {
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
             Inner::Upstream(body) => body.size_hint(),
+            Inner::Prefixed(p, rest) => {
+                let first = p.as_ref().map_or(0, |b| b.len() as u64);
+                let rest = rest
+                    .as_ref()
+                    .map_or(SizeHint::with_exact(0), |b| b.size_hint());
+                let mut hint = SizeHint::new();
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + first);
+                }
+                hint.set_lower(rest.lower() + first);
+                hint
+            }
         }
     }
 }
@@ -662,6 +745,9 @@ impl Drop for ProxyBody {
         let done = match &self.inner {
             Inner::Full(_) => true,
             Inner::Upstream(body) => body.is_end_stream(),
+            Inner::Prefixed(p, rest) => {
+                p.is_none() && rest.as_ref().is_none_or(|b| b.is_end_stream())
+            }
         };
         if done {
             self.finish("complete");
