@@ -280,6 +280,15 @@ pub struct Limits {
     pub header_read_timeout: Duration,
 }
 
+impl Limits {
+    /// Header lines hyper accepts in one head: as many as fit in `max_header_bytes` (the
+    /// shortest line, `a:` + CRLF, is 4 bytes), so the byte limit is the only one an app meets
+    /// (hyper's own default of 100 lines would answer a bare 431 to a head well within it).
+    pub const fn max_header_lines(max_header_bytes: usize) -> usize {
+        max_header_bytes / 4
+    }
+}
+
 /// The upstream a route forwards to, split once at start so the hot path only concatenates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {

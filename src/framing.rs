@@ -35,7 +35,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 #[derive(Debug, Clone, Copy)]
 pub struct AmbiguousFraming;
 
-/// hyper's limit on header lines per head (`h1_max_headers` default).
+/// Header lines parsed on the stack; a head with more is parsed again with room for as many as
+/// hyper accepts ([`crate::config::Limits::max_header_lines`]).
 const MAX_HEADERS: usize = 100;
 
 /// Follows the framing of one HTTP/1 request stream, fed the bytes in order. Two watches fed the
@@ -163,7 +164,7 @@ impl Framing {
             if blank > 0 {
                 return (blank, None);
             }
-            return match parse_head(bytes) {
+            return match parse_head(bytes, self.max_head) {
                 Parsed::Complete(len, _) if len > self.max_head => {
                     (bytes.len(), Some(Next::Refused))
                 }
@@ -188,7 +189,7 @@ impl Framing {
         let ended =
             fresh.windows(2).any(|w| w == b"\n\n") || fresh.windows(3).any(|w| w == b"\n\r\n");
         let parsed = if ended {
-            parse_head(&self.partial)
+            parse_head(&self.partial, self.max_head)
         } else {
             Parsed::Partial
         };
@@ -223,17 +224,31 @@ enum Parsed {
 /// Parses a request head as hyper does and decides the framing of its body as hyper's
 /// `Server::parse` does (RFC 9112 §6): `Transfer-Encoding` ending in `chunked` wins, then
 /// `Content-Length` (digits only, repeated lines must agree), else no body.
-fn parse_head(buf: &[u8]) -> Parsed {
+fn parse_head(buf: &[u8], max_head: usize) -> Parsed {
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    match parse_head_in(buf, &mut headers) {
+        Some(parsed) => parsed,
+        None => {
+            let lines = crate::config::Limits::max_header_lines(max_head);
+            let mut many = vec![MaybeUninit::<httparse::Header<'_>>::uninit(); lines];
+            parse_head_in(buf, &mut many).unwrap_or(Parsed::Invalid)
+        }
+    }
+}
+
+/// [`parse_head`] with room for `headers.len()` lines; `None` when the head has more.
+fn parse_head_in<'b>(
+    buf: &'b [u8],
+    headers: &mut [MaybeUninit<httparse::Header<'b>>],
+) -> Option<Parsed> {
     let mut req = httparse::Request::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
-        &mut req,
-        buf,
-        &mut headers,
-    ) {
+    let len = match httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, buf, headers)
+    {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(_) => return Parsed::Invalid,
+        Ok(httparse::Status::Partial) => return Some(Parsed::Partial),
+        Err(httparse::Error::TooManyHeaders) => return None,
+        Err(_) => return Some(Parsed::Invalid),
     };
     let (mut te, mut chunked, mut cl, mut length) = (false, false, false, None);
     for h in req.headers.iter() {
@@ -268,7 +283,7 @@ fn parse_head(buf: &[u8]) -> Parsed {
             Some(None) => Next::Refused,
         }
     };
-    Parsed::Complete(len, next)
+    Some(Parsed::Complete(len, next))
 }
 
 /// A `Content-Length` value as hyper reads it: ASCII digits only, no overflow.

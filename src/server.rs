@@ -55,6 +55,7 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_header_size(limits.max_header_bytes)
+        .max_headers(Limits::max_header_lines(limits.max_header_bytes))
         .max_buf_size(limits.max_header_bytes.max(8192));
     let mut http2 = http2::Builder::new(TokioExecutor::new());
     http2
