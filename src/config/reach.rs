@@ -59,6 +59,36 @@ pub struct Reach {
     pub client_authorization_to: Option<HeaderName>,
 }
 
+/// The inferred and inherited settings as `--check` shows them: what differs from a plain
+/// public route, e.g. `, connect vpce-1.example:443, payload unsigned`.
+impl std::fmt::Display for Reach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(c) = &self.connect {
+            write!(f, ", connect {}:{}", c.host, c.port)?;
+        }
+        write!(
+            f,
+            ", payload {}",
+            match self.payload {
+                Payload::Signed => "signed",
+                Payload::Unsigned => "unsigned",
+            }
+        )?;
+        match &self.algorithm {
+            Algorithm::SigV4 => write!(f, ", sigv4")?,
+            Algorithm::SigV4a { region_set } => write!(f, ", sigv4a over {region_set}")?,
+        }
+        if !self.unsigned_headers.is_empty() {
+            let names: Vec<&str> = self.unsigned_headers.iter().map(|h| h.as_str()).collect();
+            write!(f, ", also unsigned: {}", names.join(" "))?;
+        }
+        if let Some(h) = &self.client_authorization_to {
+            write!(f, ", app Authorization -> {h}")?;
+        }
+        Ok(())
+    }
+}
+
 /// The raw keys as read from the file or environment (route-level, inherited like the others).
 #[derive(Debug, Clone, Default)]
 pub struct RawReach<'a> {
@@ -150,16 +180,8 @@ pub fn validate(
         None => Payload::Signed,
     };
     let algorithm = match raw.signing_algorithm.filter(|a| !a.is_empty()) {
-        None | Some("sigv4") => {
-            if let Some(set) = raw.region_set.filter(|s| !s.is_empty()) {
-                return Err(err(
-                    key("region_set"),
-                    set,
-                    "only applies with signing_algorithm = \"sigv4a\"",
-                ));
-            }
-            Algorithm::SigV4
-        }
+        // A region set inherited from a SigV4A top level means nothing to a SigV4 route.
+        None | Some("sigv4") => Algorithm::SigV4,
         Some("sigv4a") => Algorithm::SigV4a {
             region_set: parse_region_set(&key("region_set"), raw.region_set, region)?,
         },
@@ -382,13 +404,6 @@ mod tests {
                     ..Default::default()
                 },
                 "routes[x].signing_algorithm",
-            ),
-            (
-                RawReach {
-                    region_set: Some("*"),
-                    ..Default::default()
-                },
-                "only applies",
             ),
             (
                 RawReach {
