@@ -32,6 +32,23 @@ pub fn full(data: impl Into<Bytes>) -> RespBody {
     Full::new(data.into()).boxed()
 }
 
+/// What the server knows about the connection a request arrived on; inserted into every
+/// request's extensions before the handler sees it.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// The SNI name the TLS client sent (`None` over plain HTTP, or for a connection to an IP).
+    pub server_name: Option<String>,
+}
+
+/// Request heads may carry this many header lines (hyper's HTTP/1 default is 100, which would
+/// answer a bare 431 to the many-headers tests before the verifier saw anything).
+const MAX_HEADERS: usize = 10_000;
+/// HTTP/1 read buffer, which bounds a request head (hyper's default is ~400 KiB).
+const MAX_BUF: usize = 4 * 1024 * 1024;
+/// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE` (hyper's default is 16 KiB).
+const MAX_HEADER_LIST: u32 = 4 * 1024 * 1024;
+
 /// Signals shutdown to the accept loop and the connections when dropped.
 pub struct ShutdownGuard {
     tx: watch::Sender<bool>,
@@ -92,15 +109,21 @@ pub fn spawn<H, F>(
             let shutdown = shutdown.clone();
             let tls = tls.clone();
             tokio::spawn(async move {
+                let mut info = ConnInfo {
+                    peer,
+                    server_name: None,
+                };
                 match tls {
-                    None => serve_connection(stream, peer, handler, shutdown).await,
+                    None => serve_connection(stream, info, handler, shutdown).await,
                     Some(acceptor) => {
                         let tls_stream = tokio::select! {
                             _ = stopped(shutdown.clone()) => return,
                             s = acceptor.accept(stream) => s,
                         };
                         if let Ok(tls_stream) = tls_stream {
-                            serve_connection(tls_stream, peer, handler, shutdown).await;
+                            info.server_name =
+                                tls_stream.get_ref().1.server_name().map(str::to_string);
+                            serve_connection(tls_stream, info, handler, shutdown).await;
                         }
                     }
                 }
@@ -111,7 +134,7 @@ pub fn spawn<H, F>(
 
 async fn serve_connection<IO, H, F>(
     io: IO,
-    peer: SocketAddr,
+    info: ConnInfo,
     handler: H,
     shutdown: watch::Receiver<bool>,
 ) where
@@ -119,8 +142,17 @@ async fn serve_connection<IO, H, F>(
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<RespBody>, HandlerError>> + Send + 'static,
 {
-    let service = service_fn(move |req| handler(req, peer));
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let peer = info.peer;
+    let service = service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(info.clone());
+        handler(req, peer)
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_BUF);
+    builder.http2().max_header_list_size(MAX_HEADER_LIST);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::select! {
         _ = stopped(shutdown) => {}

@@ -1,9 +1,12 @@
 //! The API Gateway stand-in over real HTTP: requests signed by hand with the verifier's own
 //! primitives and the emulator's credentials, and the answers API Gateway gives otherwise.
 
+mod common;
+
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use common::Answer;
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -13,18 +16,6 @@ use sigv4_testbed::sigv4;
 use sigv4_testbed::{Backend, Credentials, Gateway, GatewayConfig, StsConfig, StsEmulator};
 
 const ROLE: &str = "arn:aws:iam::111111111111:role/sigv4-sidecar-demo";
-
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {:?}", self.body))
-    }
-}
 
 async fn stack(
     backend: Backend,
@@ -139,13 +130,6 @@ async fn call(
     .await
 }
 
-fn error_type(a: &Answer) -> &str {
-    a.headers
-        .get("x-amzn-errortype")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-}
-
 #[tokio::test]
 async fn echo_describes_a_verified_request() {
     let (sts, gw) = stack(Backend::Echo, Some(vec![ROLE.into()]), false).await;
@@ -207,7 +191,7 @@ async fn api_gateway_refusals() {
         unsigned.json(),
         json!({"message": "Missing Authentication Token"})
     );
-    assert_eq!(error_type(&unsigned), "MissingAuthenticationTokenException");
+    assert_eq!(unsigned.error_type(), "MissingAuthenticationTokenException");
 
     let outside = call(
         &gw,
@@ -237,7 +221,7 @@ async fn api_gateway_refusals() {
     )
     .await;
     assert_eq!(bad.status, StatusCode::FORBIDDEN);
-    assert_eq!(error_type(&bad), "InvalidSignatureException");
+    assert_eq!(bad.error_type(), "InvalidSignatureException");
     assert!(bad.json()["message"]
         .as_str()
         .is_some_and(|m| m.starts_with("The request signature we calculated does not match")));
@@ -256,7 +240,7 @@ async fn api_gateway_refusals() {
         resp.json(),
         json!({"message": "The security token included in the request is invalid."})
     );
-    assert_eq!(error_type(&resp), "UnrecognizedClientException");
+    assert_eq!(resp.error_type(), "UnrecognizedClientException");
 
     let other = assume(&sts, "arn:aws:iam::111111111111:role/someone-else").await;
     let denied = call(
@@ -268,7 +252,7 @@ async fn api_gateway_refusals() {
         &[],
     )
     .await;
-    assert_eq!(error_type(&denied), "AccessDeniedException");
+    assert_eq!(denied.error_type(), "AccessDeniedException");
     assert_eq!(
         denied.json(),
         json!({"Message": format!("User: arn:aws:sts::111111111111:assumed-role/someone-else/test-session is not authorized to perform: execute-api:Invoke on resource: arn:aws:execute-api:us-east-1:111111111111:{}/Prod/GET/hello-world", sigv4_testbed::gateway::API_ID)})
@@ -284,7 +268,7 @@ async fn api_gateway_refusals() {
         &[],
     )
     .await;
-    assert_eq!(error_type(&base), "AccessDeniedException");
+    assert_eq!(base.error_type(), "AccessDeniedException");
 
     sts.set_lifetime(Duration::ZERO);
     let expired = assume(&sts, ROLE).await;
@@ -301,14 +285,10 @@ async fn api_gateway_refusals() {
         resp.json(),
         json!({"message": "The security token included in the request is expired"})
     );
-    assert_eq!(error_type(&resp), "ExpiredTokenException");
+    assert_eq!(resp.error_type(), "ExpiredTokenException");
 
     assert_eq!(gw.rejected(), 7);
-    let reasons: Vec<String> = gw
-        .requests()
-        .into_iter()
-        .filter_map(|r| r.outcome.err())
-        .collect();
+    let reasons = common::refusal_reasons(&gw);
     assert!(
         reasons.iter().any(|r| r.contains("canonical request")),
         "{reasons:?}"

@@ -2,186 +2,25 @@
 //! canonical request, string to sign and signature byte for byte, then `verify` on the signed
 //! request, and its rejection once the path, a header value or the body changes by one byte.
 
-use std::path::{Path, PathBuf};
+mod suite;
+
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use serde_json::Value;
+use http::{HeaderMap, HeaderValue, Method};
 use sigv4_testbed::sigv4::{self, Credentials, Expect, VerifyError};
-
-fn suite_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/sigv4-test-suite/v4");
-    assert!(
-        dir.is_dir(),
-        "the SigV4 test suite is missing at {}: it must sit beside the checkout (shared/sigv4-test-suite)",
-        dir.display()
-    );
-    dir
-}
-
-/// A raw HTTP request from a `.txt` file: target kept byte for byte, folded header lines joined.
-struct RawRequest {
-    method: Method,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl RawRequest {
-    fn parse(text: &str) -> RawRequest {
-        let (head, body) = match text.find("\n\n") {
-            Some(i) => (&text[..i], text.as_bytes()[i + 2..].to_vec()),
-            None => (text.trim_end_matches('\n'), Vec::new()),
-        };
-        let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-        let request_line = lines.next().expect("request line");
-        // The target may contain spaces (get-space-*), so split at the first and last space.
-        let first = request_line.find(' ').expect("method");
-        let last = request_line.rfind(' ').expect("version");
-        let method = Method::from_bytes(&request_line.as_bytes()[..first]).expect("method");
-        let target = request_line[first + 1..last].to_string();
-        let mut headers: Vec<(String, String)> = Vec::new();
-        for line in lines {
-            if line.starts_with(' ') || line.starts_with('\t') {
-                // obs-fold: a continuation of the previous header's value.
-                let last = headers.last_mut().expect("continuation without a header");
-                last.1.push(' ');
-                last.1.push_str(line.trim());
-            } else {
-                let (name, value) = line.split_once(':').expect("header line");
-                headers.push((name.to_ascii_lowercase(), value.trim().to_string()));
-            }
-        }
-        RawRequest {
-            method,
-            target,
-            headers,
-            body,
-        }
-    }
-
-    fn header_map(&self) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (k, v) in &self.headers {
-            map.append(
-                HeaderName::from_bytes(k.as_bytes()).expect("name"),
-                HeaderValue::from_str(v).expect("value"),
-            );
-        }
-        map
-    }
-}
-
-struct Case {
-    name: String,
-    dir: PathBuf,
-    ctx: Value,
-}
-
-impl Case {
-    fn file(&self, name: &str) -> String {
-        let p = self.dir.join(name);
-        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-    }
-    fn creds(&self) -> Credentials {
-        let c = &self.ctx["credentials"];
-        Credentials::new(
-            c["access_key_id"].as_str().expect("akid"),
-            c["secret_access_key"].as_str().expect("secret"),
-            c["token"].as_str().map(str::to_string),
-        )
-    }
-    fn str(&self, key: &str) -> &str {
-        self.ctx[key]
-            .as_str()
-            .unwrap_or_else(|| panic!("{}: {key}", self.name))
-    }
-    fn flag(&self, key: &str) -> bool {
-        self.ctx[key].as_bool().unwrap_or(false)
-    }
-    fn now(&self) -> SystemTime {
-        let ts = self.str("timestamp"); // 2015-08-30T12:36:00Z
-        let compact: String = ts.chars().filter(|c| *c != '-' && *c != ':').collect();
-        sigv4::parse_amz_date(&compact).unwrap_or_else(|| panic!("{}: timestamp {ts}", self.name))
-    }
-    fn expect(&self) -> Expect {
-        Expect {
-            region: self.str("region").to_string(),
-            service: self.str("service").to_string(),
-            now: self.now(),
-            max_skew: Duration::from_secs(300),
-            normalize: self.flag("normalize"),
-        }
-    }
-}
+use suite::{Case, RawRequest};
 
 fn cases() -> Vec<Case> {
-    let mut cases: Vec<Case> = std::fs::read_dir(suite_dir())
-        .expect("read suite")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.join("header-signed-request.txt").is_file())
-        .map(|dir| {
-            let ctx: Value = serde_json::from_str(
-                &std::fs::read_to_string(dir.join("context.json")).expect("context.json"),
-            )
-            .expect("context json");
-            let name = dir
-                .file_name()
-                .expect("name")
-                .to_string_lossy()
-                .into_owned();
-            Case { name, dir, ctx }
-        })
-        .collect();
-    cases.sort_by(|a, b| a.name.cmp(&b.name));
-    assert!(
-        cases.len() >= 30,
-        "expected the whole suite, found {} cases",
-        cases.len()
-    );
-    cases
+    suite::cases("v4", "header-signed-request.txt", 30)
 }
 
 #[test]
 fn canonical_request_string_to_sign_and_signature_match_every_vector() {
     let mut checked = 0;
     for case in cases() {
-        let req = RawRequest::parse(&case.file("request.txt"));
+        let (_, creq) = suite::header_canonical_request(&case, &[]);
         let creds = case.creds();
         let amz_date = sigv4::format_amz_date(case.now());
-        // The headers a signer adds before computing the signature.
-        let mut headers = req.header_map();
-        headers.insert(
-            "x-amz-date",
-            HeaderValue::from_str(&amz_date).expect("date"),
-        );
-        if let (Some(token), false) = (&creds.session_token, case.flag("omit_session_token")) {
-            headers.insert(
-                "x-amz-security-token",
-                HeaderValue::from_str(token).expect("token"),
-            );
-        }
-        let payload_hash = sigv4::sha256_hex(&req.body);
-        if case.flag("sign_body") {
-            headers.insert(
-                "x-amz-content-sha256",
-                HeaderValue::from_str(&payload_hash).expect("hash"),
-            );
-        }
-        let mut names: Vec<String> = headers.keys().map(|k| k.as_str().to_string()).collect();
-        names.sort();
-        let signed: Vec<&str> = names.iter().map(String::as_str).collect();
-        let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
-
-        let creq = sigv4::canonical_request(
-            req.method.as_str(),
-            path,
-            query,
-            &headers,
-            &signed,
-            &payload_hash,
-            case.flag("normalize"),
-        );
         assert_eq!(
             creq,
             case.file("header-canonical-request.txt"),

@@ -20,25 +20,35 @@
 //!   lossily (aws-sigv4 refuses to sign them at all).
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use hmac::{Hmac, Mac};
 use http::{HeaderMap, Method};
-use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use sha2::{Digest, Sha256};
+
+mod canonical;
+mod time;
+
+pub use canonical::{
+    canonical_header_value, canonical_headers, canonical_query, canonical_request, canonical_uri,
+    credential_scope, sha256_hex, signature, signing_key, string_to_sign, string_to_sign_with,
+};
+pub use time::{format_amz_date, format_iso8601, parse_amz_date};
 
 /// The only algorithm SigV4 header signing uses.
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 
-/// Everything except the unreserved characters of RFC 3986 (`A-Za-z0-9-_.~`).
-const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
+/// The payload hash a streaming signer declares (and signs) instead of the body's SHA-256.
+pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 
-/// As [`UNRESERVED`], but `/` stays literal (path segments are encoded, separators are not).
-const PATH_SET: &AsciiSet = &UNRESERVED.remove(b'/');
+/// What the canonical request's payload hash is made from.
+#[derive(Clone, Copy, Debug)]
+pub enum Payload<'a> {
+    /// The complete body: its SHA-256 is signed, and a sent `x-amz-content-sha256` must equal it.
+    Body(&'a [u8]),
+    /// `UNSIGNED-PAYLOAD`: the request must carry `x-amz-content-sha256: UNSIGNED-PAYLOAD` among
+    /// its signed headers (VPC Lattice; the body can then stream, it is not part of the
+    /// signature).
+    Unsigned,
+}
 
 /// Long-term or temporary AWS credentials known to a verifier or issued by the STS emulator.
 #[derive(Clone, PartialEq, Eq)]
@@ -123,6 +133,10 @@ pub struct Verified {
     pub date: String,
     /// The `SignedHeaders` list, lower-case, in the order given.
     pub signed_headers: Vec<String>,
+    /// The canonical request the signature was checked over.
+    pub canonical_request: String,
+    /// The string to sign the signature was checked over.
+    pub string_to_sign: String,
 }
 
 /// Why a request was not accepted. The variants follow the distinctions AWS front ends make in
@@ -175,252 +189,6 @@ impl fmt::Display for VerifyError {
 
 impl std::error::Error for VerifyError {}
 
-/// Hex SHA-256 of `data`.
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
-
-fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
-        Ok(mac) => mac,
-        Err(_) => unreachable!("HMAC-SHA256 takes keys of any length"),
-    };
-    mac.update(data);
-    mac.finalize().into_bytes().into()
-}
-
-/// The canonical URI of a raw (wire, already percent-encoded) path; see the module docs.
-pub fn canonical_uri(raw_path: &str, normalize: bool) -> String {
-    let path = if normalize {
-        normalize_path(raw_path)
-    } else if raw_path.is_empty() {
-        "/".to_string()
-    } else {
-        raw_path.to_string()
-    };
-    utf8_percent_encode(&path, PATH_SET).to_string()
-}
-
-/// RFC 3986 dot-segment removal plus collapsing of empty segments (`//`).
-fn normalize_path(path: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    let mut trailing_slash = false;
-    for segment in path.split('/') {
-        match segment {
-            "" | "." => trailing_slash = true,
-            ".." => {
-                out.pop();
-                trailing_slash = true;
-            }
-            s => {
-                out.push(s);
-                trailing_slash = false;
-            }
-        }
-    }
-    if out.is_empty() {
-        return "/".to_string();
-    }
-    let mut result = String::with_capacity(path.len());
-    for s in &out {
-        result.push('/');
-        result.push_str(s);
-    }
-    if trailing_slash {
-        result.push('/');
-    }
-    result
-}
-
-/// Decodes a query component like a form: `+` is a space, then percent escapes.
-fn decode_query_component(s: &str) -> Vec<u8> {
-    let plus_as_space = s.replace('+', " ");
-    percent_decode(plus_as_space.as_bytes()).collect()
-}
-
-fn encode_unreserved(bytes: &[u8]) -> String {
-    percent_encoding::percent_encode(bytes, UNRESERVED).to_string()
-}
-
-/// The canonical query string of a raw query (without the `?`); see the module docs.
-pub fn canonical_query(raw_query: &str) -> String {
-    let mut pairs: Vec<(String, String)> = raw_query
-        .split('&')
-        .filter(|piece| !piece.is_empty())
-        .map(|piece| {
-            let (name, value) = piece.split_once('=').unwrap_or((piece, ""));
-            (
-                encode_unreserved(&decode_query_component(name)),
-                encode_unreserved(&decode_query_component(value)),
-            )
-        })
-        .collect();
-    pairs.sort();
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-/// Trims a header value and collapses every run of whitespace (including the line breaks of an
-/// obs-folded value) into one space.
-pub fn canonical_header_value(value: &[u8]) -> String {
-    String::from_utf8_lossy(value)
-        .split_ascii_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// The `name:value\n` block for the given (lower-case) signed header names, in the given order.
-/// A header that is absent canonicalizes with an empty value.
-pub fn canonical_headers(headers: &HeaderMap, signed_headers: &[&str]) -> String {
-    let mut out = String::new();
-    for name in signed_headers {
-        let values: Vec<String> = headers
-            .get_all(*name)
-            .iter()
-            .map(|v| canonical_header_value(v.as_bytes()))
-            .collect();
-        out.push_str(name);
-        out.push(':');
-        out.push_str(&values.join(","));
-        out.push('\n');
-    }
-    out
-}
-
-/// The SigV4 canonical request.
-///
-/// `raw_path`/`raw_query` are as on the wire (query without `?`); `signed_headers` are the
-/// lower-case names in `SignedHeaders` order (sorted, for a well-formed request).
-pub fn canonical_request(
-    method: &str,
-    raw_path: &str,
-    raw_query: &str,
-    headers: &HeaderMap,
-    signed_headers: &[&str],
-    payload_hash_hex: &str,
-    normalize: bool,
-) -> String {
-    format!(
-        "{method}\n{}\n{}\n{}\n{}\n{payload_hash_hex}",
-        canonical_uri(raw_path, normalize),
-        canonical_query(raw_query),
-        canonical_headers(headers, signed_headers),
-        signed_headers.join(";"),
-    )
-}
-
-/// `date/region/service/aws4_request`.
-pub fn credential_scope(date: &str, region: &str, service: &str) -> String {
-    format!("{date}/{region}/{service}/aws4_request")
-}
-
-/// The SigV4 string to sign for an `x-amz-date` value, a credential scope and a canonical request.
-pub fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &str) -> String {
-    format!(
-        "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
-        sha256_hex(canonical_request.as_bytes())
-    )
-}
-
-/// The derived signing key: HMAC chain over date, region, service and `aws4_request`.
-pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8; 32] {
-    let k_date = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
-    let k_region = hmac(&k_date, region.as_bytes());
-    let k_service = hmac(&k_region, service.as_bytes());
-    hmac(&k_service, b"aws4_request")
-}
-
-/// Hex signature of a string to sign.
-pub fn signature(signing_key: &[u8; 32], string_to_sign: &str) -> String {
-    hex::encode(hmac(signing_key, string_to_sign.as_bytes()))
-}
-
-/// Formats an instant as `YYYYMMDDTHHMMSSZ`.
-pub fn format_amz_date(t: SystemTime) -> String {
-    let (y, mo, d, h, mi, s) = civil(t);
-    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
-}
-
-/// Formats an instant as ISO 8601 `YYYY-MM-DDTHH:MM:SSZ` (STS's `Expiration`).
-pub fn format_iso8601(t: SystemTime) -> String {
-    let (y, mo, d, h, mi, s) = civil(t);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
-}
-
-/// Parses `YYYYMMDDTHHMMSSZ`; `None` for anything else (including impossible dates).
-pub fn parse_amz_date(s: &str) -> Option<SystemTime> {
-    let b = s.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<u64> {
-        let part = s.get(r)?;
-        if !part.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        part.parse().ok()
-    };
-    let (y, mo, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
-    let (h, mi, sec) = (num(9..11)?, num(11..13)?, num(13..15)?);
-    if !(1..=12).contains(&mo)
-        || d == 0
-        || d > days_in_month(y, mo)
-        || h > 23
-        || mi > 59
-        || sec > 60
-    {
-        return None;
-    }
-    let days = days_from_civil(y as i64, mo as i64, d as i64);
-    let secs = days.checked_mul(86_400)? + (h * 3600 + mi * 60 + sec) as i64;
-    u64::try_from(secs)
-        .ok()
-        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
-}
-
-fn days_in_month(y: u64, m: u64) -> u64 {
-    match m {
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil(t: SystemTime) -> (i64, i64, i64, i64, i64, i64) {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, rem / 3600, (rem % 3600) / 60, rem % 60)
-}
-
 /// The parsed `Authorization: AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=...`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Authorization {
@@ -432,12 +200,17 @@ pub struct Authorization {
     pub signature: String,
 }
 
-/// Parses an `Authorization` header value.
-pub fn parse_authorization(value: &str) -> Result<Authorization, VerifyError> {
+/// `Credential`, `SignedHeaders` and `Signature` of an `Authorization: <algorithm> ...` value,
+/// the signed header names checked to be non-empty and lower-case. Shared by SigV4 and SigV4A,
+/// which differ only in the algorithm name, the credential scope and the signature encoding.
+pub(crate) fn parse_components(
+    value: &str,
+    algorithm: &str,
+) -> Result<(String, Vec<String>, String), VerifyError> {
     let malformed = |m: &str| VerifyError::Malformed(m.to_string());
-    let rest = value
-        .strip_prefix(ALGORITHM)
-        .ok_or_else(|| malformed("Authorization does not start with AWS4-HMAC-SHA256"))?;
+    let rest = value.strip_prefix(algorithm).ok_or_else(|| {
+        VerifyError::Malformed(format!("Authorization does not start with {algorithm}"))
+    })?;
     if !rest.starts_with(' ') {
         return Err(malformed("no space after the algorithm"));
     }
@@ -460,6 +233,32 @@ pub fn parse_authorization(value: &str) -> Result<Authorization, VerifyError> {
     let credential = credential.ok_or_else(|| malformed("missing Credential"))?;
     let signed = signed.ok_or_else(|| malformed("missing SignedHeaders"))?;
     let signature = signature.ok_or_else(|| malformed("missing Signature"))?;
+    let signed_headers: Vec<String> = signed.split(';').map(str::to_string).collect();
+    if signed_headers
+        .iter()
+        .any(|h| h.is_empty() || *h != h.to_ascii_lowercase())
+    {
+        return Err(malformed(
+            "SignedHeaders must be non-empty lower-case names",
+        ));
+    }
+    Ok((credential, signed_headers, signature))
+}
+
+/// Checks the access key id and the `YYYYMMDD` date of a credential scope.
+pub(crate) fn check_scope_start(akid: &str, date: &str) -> Result<(), VerifyError> {
+    if akid.is_empty() || date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(VerifyError::Malformed(
+            "bad access key id or scope date".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses an `Authorization` header value.
+pub fn parse_authorization(value: &str) -> Result<Authorization, VerifyError> {
+    let malformed = |m: &str| VerifyError::Malformed(m.to_string());
+    let (credential, signed_headers, signature) = parse_components(value, ALGORITHM)?;
     let parts: Vec<&str> = credential.split('/').collect();
     let [akid, date, region, service, terminator] = parts.as_slice() else {
         return Err(malformed(
@@ -469,20 +268,9 @@ pub fn parse_authorization(value: &str) -> Result<Authorization, VerifyError> {
     if *terminator != "aws4_request" {
         return Err(malformed("credential scope does not end in aws4_request"));
     }
-    if akid.is_empty() || date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(malformed("bad access key id or scope date"));
-    }
+    check_scope_start(akid, date)?;
     if signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(malformed("Signature is not 64 hex digits"));
-    }
-    let signed_headers: Vec<String> = signed.split(';').map(str::to_string).collect();
-    if signed_headers
-        .iter()
-        .any(|h| h.is_empty() || *h != h.to_ascii_lowercase())
-    {
-        return Err(malformed(
-            "SignedHeaders must be non-empty lower-case names",
-        ));
     }
     Ok(Authorization {
         access_key_id: akid.to_string(),
@@ -494,7 +282,10 @@ pub fn parse_authorization(value: &str) -> Result<Authorization, VerifyError> {
     })
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, VerifyError> {
+pub(crate) fn header_str<'a>(
+    headers: &'a HeaderMap,
+    name: &str,
+) -> Result<Option<&'a str>, VerifyError> {
     match headers.get(name) {
         None => Ok(None),
         Some(v) => v
@@ -505,7 +296,7 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>,
 }
 
 /// Constant-time comparison, so a test stand-in does not teach anyone timing habits.
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -515,9 +306,10 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 /// `headers` must include `host` (for HTTP/2, synthesize it from `:authority`), `body` is the
 /// complete body. `lookup` maps an access key id to its credentials.
 ///
-/// Checks, in order: Authorization present and well-formed, key known, `x-amz-date` well-formed
-/// and matching the scope date, region/service, clock skew, session token, `host` signed, signed
-/// headers present, `x-amz-content-sha256` (if sent) equal to the body's hash, and the signature.
+/// Checks, in order: Authorization present and well-formed, region, key known, `x-amz-date`
+/// well-formed and matching the scope date, service, clock skew, session token, `host` signed,
+/// signed headers present, `x-amz-content-sha256` (if sent) equal to the body's hash, and the
+/// signature.
 pub fn verify(
     method: &Method,
     target: &str,
@@ -526,38 +318,168 @@ pub fn verify(
     expect: &Expect,
     lookup: &dyn Fn(&str) -> Option<Credentials>,
 ) -> Result<Verified, VerifyError> {
-    let auth_value = match header_str(headers, "authorization")? {
-        None => return Err(VerifyError::MissingAuthentication),
-        Some(v) => v,
-    };
-    if headers.get_all("authorization").iter().count() > 1 {
-        return Err(VerifyError::Malformed(
-            "more than one Authorization header".into(),
-        ));
-    }
-    let auth = parse_authorization(auth_value)?;
-    let creds = lookup(&auth.access_key_id).ok_or(VerifyError::UnknownAccessKey)?;
+    verify_payload(method, target, headers, Payload::Body(body), expect, lookup)
+}
 
-    let amz_date = header_str(headers, "x-amz-date")?
-        .ok_or_else(|| VerifyError::Malformed("missing x-amz-date".into()))?;
-    let signed_at = parse_amz_date(amz_date)
-        .ok_or_else(|| VerifyError::Malformed(format!("bad x-amz-date {amz_date:?}")))?;
-    if amz_date[..8] != auth.date {
-        return Err(VerifyError::WrongScope(format!(
-            "scope date {} is not the day of x-amz-date {amz_date}",
-            auth.date
-        )));
-    }
+/// [`verify`] with the payload given as a [`Payload`]: `Payload::Unsigned` checks a request
+/// signed over `UNSIGNED-PAYLOAD` from its head alone, before (or without) reading the body.
+pub fn verify_payload(
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    payload: Payload<'_>,
+    expect: &Expect,
+    lookup: &dyn Fn(&str) -> Option<Credentials>,
+) -> Result<Verified, VerifyError> {
+    let auth = parse_authorization(authorization_value(headers)?)?;
     if expect.region != "*" && auth.region != expect.region {
         return Err(VerifyError::WrongScope(format!(
             "Credential should be scoped to a valid region, not '{}' (expected '{}')",
             auth.region, expect.region
         )));
     }
-    if auth.service != expect.service {
+    let scope = credential_scope(&auth.date, &auth.region, &auth.service);
+    let check = |creds: &Credentials, sts: &str| {
+        let key = signing_key(
+            &creds.secret_access_key,
+            &auth.date,
+            &auth.region,
+            &auth.service,
+        );
+        ct_eq(signature(&key, sts).as_bytes(), auth.signature.as_bytes())
+    };
+    let request = Request {
+        method,
+        target,
+        headers,
+        payload,
+    };
+    let signed = Signed {
+        access_key_id: &auth.access_key_id,
+        date: &auth.date,
+        service: &auth.service,
+        signed_headers: &auth.signed_headers,
+        algorithm: ALGORITHM,
+        scope: &scope,
+        region: &auth.region,
+    };
+    verify_signed(&request, expect, lookup, &signed, &check)
+}
+
+/// A request as the verifiers take it (see [`verify`] for the meaning of each part).
+pub(crate) struct Request<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) target: &'a str,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) payload: Payload<'a>,
+}
+
+/// What a parsed `Authorization` says, in the terms both algorithms share.
+pub(crate) struct Signed<'a> {
+    pub(crate) access_key_id: &'a str,
+    pub(crate) date: &'a str,
+    pub(crate) service: &'a str,
+    pub(crate) signed_headers: &'a [String],
+    /// The string to sign's first line.
+    pub(crate) algorithm: &'a str,
+    /// The string to sign's credential scope line.
+    pub(crate) scope: &'a str,
+    /// What [`Verified::region`] reports (SigV4's scope region, SigV4A's region set).
+    pub(crate) region: &'a str,
+}
+
+/// The steps SigV4 and SigV4A share after parsing: [`check_request`], the canonical request
+/// and string to sign, and the algorithm's own signature check `signature_ok(creds, sts)`.
+pub(crate) fn verify_signed(
+    request: &Request<'_>,
+    expect: &Expect,
+    lookup: &dyn Fn(&str) -> Option<Credentials>,
+    signed: &Signed<'_>,
+    signature_ok: &dyn Fn(&Credentials, &str) -> bool,
+) -> Result<Verified, VerifyError> {
+    let checked = check_request(request.headers, expect, lookup, signed, request.payload)?;
+    let (path, query) = request
+        .target
+        .split_once('?')
+        .unwrap_or((request.target, ""));
+    let creq = canonical_request(
+        request.method.as_str(),
+        path,
+        query,
+        request.headers,
+        &checked.signed_headers,
+        &checked.payload_hash,
+        expect.normalize,
+    );
+    let sts = string_to_sign_with(signed.algorithm, checked.amz_date, signed.scope, &creq);
+    if !signature_ok(&checked.creds, &sts) {
+        return Err(VerifyError::SignatureMismatch {
+            canonical_request: creq,
+            string_to_sign: sts,
+        });
+    }
+    Ok(Verified {
+        access_key_id: signed.access_key_id.to_string(),
+        session_token: checked.creds.session_token,
+        region: signed.region.to_string(),
+        service: signed.service.to_string(),
+        date: signed.date.to_string(),
+        signed_headers: signed.signed_headers.to_vec(),
+        canonical_request: creq,
+        string_to_sign: sts,
+    })
+}
+
+/// The one `Authorization` header of a request.
+pub(crate) fn authorization_value(headers: &HeaderMap) -> Result<&str, VerifyError> {
+    let value = header_str(headers, "authorization")?.ok_or(VerifyError::MissingAuthentication)?;
+    if headers.get_all("authorization").iter().count() > 1 {
+        return Err(VerifyError::Malformed(
+            "more than one Authorization header".into(),
+        ));
+    }
+    Ok(value)
+}
+
+/// What [`check_request`] established: the caller's credentials, the `x-amz-date` value and
+/// the payload hash that goes into the canonical request.
+struct Checked<'h> {
+    creds: Credentials,
+    amz_date: &'h str,
+    payload_hash: String,
+    signed_headers: Vec<&'h str>,
+}
+
+/// The checks SigV4 and SigV4A share, between parsing `Authorization` and comparing
+/// signatures: key known, `x-amz-date`, scope date and service, skew, session token, `host`
+/// signed, signed headers present, and the payload (see [`Payload`]).
+fn check_request<'h>(
+    headers: &'h HeaderMap,
+    expect: &Expect,
+    lookup: &dyn Fn(&str) -> Option<Credentials>,
+    signed: &Signed<'h>,
+    payload: Payload<'_>,
+) -> Result<Checked<'h>, VerifyError> {
+    let (access_key_id, date, service, signed_headers) = (
+        signed.access_key_id,
+        signed.date,
+        signed.service,
+        signed.signed_headers,
+    );
+    let creds = lookup(access_key_id).ok_or(VerifyError::UnknownAccessKey)?;
+    let amz_date = header_str(headers, "x-amz-date")?
+        .ok_or_else(|| VerifyError::Malformed("missing x-amz-date".into()))?;
+    let signed_at = parse_amz_date(amz_date)
+        .ok_or_else(|| VerifyError::Malformed(format!("bad x-amz-date {amz_date:?}")))?;
+    if amz_date[..8] != *date {
         return Err(VerifyError::WrongScope(format!(
-            "Credential should be scoped to correct service: '{}', not '{}'",
-            expect.service, auth.service
+            "scope date {date} is not the day of x-amz-date {amz_date}"
+        )));
+    }
+    if service != expect.service {
+        return Err(VerifyError::WrongScope(format!(
+            "Credential should be scoped to correct service: '{}', not '{service}'",
+            expect.service
         )));
     }
     let skew = match expect.now.duration_since(signed_at) {
@@ -571,11 +493,10 @@ pub fn verify(
     if sent_token != creds.session_token.as_deref() {
         return Err(VerifyError::TokenMismatch);
     }
-    if !auth.signed_headers.iter().any(|h| h == "host") {
+    if !signed_headers.iter().any(|h| h == "host") {
         return Err(VerifyError::HostNotSigned);
     }
-    if let Some(missing) = auth
-        .signed_headers
+    if let Some(missing) = signed_headers
         .iter()
         .find(|h| !headers.contains_key(h.as_str()))
     {
@@ -583,47 +504,35 @@ pub fn verify(
             "signed header {missing} is not in the request"
         )));
     }
-    let payload_hash = sha256_hex(body);
-    if let Some(declared) = header_str(headers, "x-amz-content-sha256")? {
-        if !declared.eq_ignore_ascii_case(&payload_hash) {
-            return Err(VerifyError::Malformed(format!(
-                "x-amz-content-sha256 {declared} does not match the body's {payload_hash}"
-            )));
+    let declared = header_str(headers, "x-amz-content-sha256")?;
+    let payload_hash = match payload {
+        Payload::Body(body) => {
+            let hash = sha256_hex(body);
+            if let Some(declared) = declared {
+                if !declared.eq_ignore_ascii_case(&hash) {
+                    return Err(VerifyError::Malformed(format!(
+                        "x-amz-content-sha256 {declared} does not match the body's {hash}"
+                    )));
+                }
+            }
+            hash
         }
-    }
-
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let signed: Vec<&str> = auth.signed_headers.iter().map(String::as_str).collect();
-    let creq = canonical_request(
-        method.as_str(),
-        path,
-        query,
-        headers,
-        &signed,
-        &payload_hash,
-        expect.normalize,
-    );
-    let scope = credential_scope(&auth.date, &auth.region, &auth.service);
-    let sts = string_to_sign(amz_date, &scope, &creq);
-    let key = signing_key(
-        &creds.secret_access_key,
-        &auth.date,
-        &auth.region,
-        &auth.service,
-    );
-    if !ct_eq(signature(&key, &sts).as_bytes(), auth.signature.as_bytes()) {
-        return Err(VerifyError::SignatureMismatch {
-            canonical_request: creq,
-            string_to_sign: sts,
-        });
-    }
-    Ok(Verified {
-        access_key_id: auth.access_key_id,
-        session_token: creds.session_token,
-        region: auth.region,
-        service: auth.service,
-        date: auth.date,
-        signed_headers: auth.signed_headers,
+        Payload::Unsigned => {
+            if declared != Some(UNSIGNED_PAYLOAD)
+                || !signed_headers.iter().any(|h| h == "x-amz-content-sha256")
+            {
+                return Err(VerifyError::Malformed(format!(
+                    "this service requires a signed x-amz-content-sha256: {UNSIGNED_PAYLOAD}"
+                )));
+            }
+            UNSIGNED_PAYLOAD.to_string()
+        }
+    };
+    Ok(Checked {
+        creds,
+        amz_date,
+        payload_hash,
+        signed_headers: signed_headers.iter().map(String::as_str).collect(),
     })
 }
 
@@ -632,7 +541,8 @@ pub fn verify(
 /// signing every header present (which must include `host`).
 ///
 /// For tests of the stand-ins themselves (a request that reaches the gateway without the
-/// sidecar); the sidecar's own signing is what [`verify`] exists to check.
+/// sidecar); the sidecar's own signing is what [`verify`] exists to check. A header added to
+/// `headers` afterwards travels unsigned.
 #[allow(clippy::too_many_arguments)] // mirrors the inputs of SigV4 one to one
 pub fn sign_request(
     method: &Method,
@@ -644,67 +554,106 @@ pub fn sign_request(
     service: &str,
     now: SystemTime,
 ) -> Result<(), http::header::InvalidHeaderValue> {
-    let amz_date = format_amz_date(now);
-    headers.insert("x-amz-date", amz_date.parse()?);
-    if let Some(token) = &creds.session_token {
-        headers.insert("x-amz-security-token", token.parse()?);
-    }
-    let mut names: Vec<String> = headers.keys().map(|k| k.as_str().to_string()).collect();
-    names.retain(|n| n != "authorization");
-    names.sort();
-    names.dedup();
-    let signed: Vec<&str> = names.iter().map(String::as_str).collect();
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let creq = canonical_request(
-        method.as_str(),
-        path,
-        query,
+    sign_request_payload(
+        method,
+        target,
         headers,
-        &signed,
-        &sha256_hex(body),
-        true,
-    );
+        Payload::Body(body),
+        creds,
+        region,
+        service,
+        now,
+    )
+}
+
+/// [`sign_request`] with a [`Payload`]: `Payload::Unsigned` also adds (and signs)
+/// `x-amz-content-sha256: UNSIGNED-PAYLOAD`, as a VPC Lattice client does.
+#[allow(clippy::too_many_arguments)] // mirrors the inputs of SigV4 one to one
+pub fn sign_request_payload(
+    method: &Method,
+    target: &str,
+    headers: &mut HeaderMap,
+    payload: Payload<'_>,
+    creds: &Credentials,
+    region: &str,
+    service: &str,
+    now: SystemTime,
+) -> Result<(), http::header::InvalidHeaderValue> {
+    let (amz_date, creq) = prepare_signing(method, target, headers, payload, creds, now)?;
     let date = &amz_date[..8];
     let scope = credential_scope(date, region, service);
-    let sts = string_to_sign(&amz_date, &scope, &creq);
+    let sts = string_to_sign(&amz_date, &scope, &creq.text);
     let sig = signature(
         &signing_key(&creds.secret_access_key, date, region, service),
         &sts,
     );
     let auth = format!(
         "{ALGORITHM} Credential={}/{scope}, SignedHeaders={}, Signature={sig}",
-        creds.access_key_id,
-        signed.join(";")
+        creds.access_key_id, creq.signed_headers
     );
     headers.insert("authorization", auth.parse()?);
     Ok(())
 }
 
+/// A canonical request made by [`prepare_signing`], with its `SignedHeaders` list.
+pub(crate) struct Prepared {
+    pub(crate) text: String,
+    pub(crate) signed_headers: String,
+}
+
+/// The signer's half both algorithms share: adds `x-amz-date`, the session token and (for
+/// `Payload::Unsigned`) `x-amz-content-sha256`, then canonicalizes over every header present
+/// except `authorization`. Returns the `x-amz-date` value and the canonical request.
+pub(crate) fn prepare_signing(
+    method: &Method,
+    target: &str,
+    headers: &mut HeaderMap,
+    payload: Payload<'_>,
+    creds: &Credentials,
+    now: SystemTime,
+) -> Result<(String, Prepared), http::header::InvalidHeaderValue> {
+    let amz_date = format_amz_date(now);
+    headers.insert("x-amz-date", amz_date.parse()?);
+    if let Some(token) = &creds.session_token {
+        headers.insert("x-amz-security-token", token.parse()?);
+    }
+    let payload_hash = match payload {
+        Payload::Body(body) => sha256_hex(body),
+        Payload::Unsigned => {
+            headers.insert(
+                "x-amz-content-sha256",
+                http::HeaderValue::from_static(UNSIGNED_PAYLOAD),
+            );
+            UNSIGNED_PAYLOAD.to_string()
+        }
+    };
+    let mut names: Vec<String> = headers.keys().map(|k| k.as_str().to_string()).collect();
+    names.retain(|n| n != "authorization");
+    names.sort();
+    names.dedup();
+    let signed: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let text = canonical_request(
+        method.as_str(),
+        path,
+        query,
+        headers,
+        &signed,
+        &payload_hash,
+        true,
+    );
+    Ok((
+        amz_date,
+        Prepared {
+            text,
+            signed_headers: signed.join(";"),
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates_round_trip() {
-        let t = parse_amz_date("20150830T123600Z").expect("date");
-        assert_eq!(format_amz_date(t), "20150830T123600Z");
-        assert_eq!(format_iso8601(t), "2015-08-30T12:36:00Z");
-        assert_eq!(
-            t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).ok(),
-            Some(1_440_938_160)
-        );
-        let leap = parse_amz_date("20240229T000000Z").expect("leap day");
-        assert_eq!(format_amz_date(leap), "20240229T000000Z");
-        for bad in [
-            "20150230T000000Z",
-            "20151301T000000Z",
-            "2015083OT123600Z",
-            "x",
-            "",
-        ] {
-            assert!(parse_amz_date(bad).is_none(), "{bad}");
-        }
-    }
 
     #[test]
     fn paths_normalize_and_double_encode() {
