@@ -26,6 +26,8 @@ use hyper_util::rt::TokioExecutor;
 use sigv4_testbed::gateway::{refusal, BodyState, Gateway, PatternBody, Refusal};
 use sigv4_testbed::gateway::{HOP_CLIENT_IP, HOP_VIA};
 use sigv4_testbed::StsEmulator;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
 use wire::Conn;
 
 const LIFETIME: Duration = Duration::from_secs(3600);
@@ -166,23 +168,13 @@ impl Body for Chunked {
     }
 }
 
-/// Peak resident set of a process (`VmHWM`), in KiB.
-fn peak_rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lattice_streams_a_256_mib_chunked_upload_in_constant_memory() {
     const SIZE: u64 = 256 << 20;
     let sts = sts(LIFETIME).await;
     let gw = lattice(&sts).await;
     let sidecar = ready_sidecar(lattice_sidecar(&gw, &sts, 1 << 30)).await;
-    let before = peak_rss_kib(sidecar.pid());
+    let before = proc_status_kib(sidecar.pid(), "VmHWM");
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Chunked>();
     let req = http::Request::post(sidecar.url("/upload"))
@@ -208,7 +200,7 @@ async fn lattice_streams_a_256_mib_chunked_upload_in_constant_memory() {
         .signed_headers
         .iter()
         .any(|h| h == "x-amz-content-sha256"));
-    let peak = peak_rss_kib(sidecar.pid());
+    let peak = proc_status_kib(sidecar.pid(), "VmHWM");
     eprintln!(
         "256 MiB through the sidecar in {took:?}: peak RSS {before} KiB before, {peak} KiB after"
     );
@@ -237,22 +229,11 @@ async fn lattice_one_byte_over_the_limit_is_413_and_never_complete_upstream() {
     assert_eq!(ok.status, 200, "{:?}", ok.body);
     assert!(last(&gw).body_complete());
 
-    let mut conn = Conn::open(sidecar.proxy).await;
-    conn.send(b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
-        .await
-        .expect("head");
-    let chunk = vec![b'a'; 64 * 1024];
-    for _ in 0..LIMIT / chunk.len() {
-        let mut frame = format!("{:x}\r\n", chunk.len()).into_bytes();
-        frame.extend_from_slice(&chunk);
-        frame.extend_from_slice(b"\r\n");
-        conn.send(&frame).await.expect("chunk within the limit");
-    }
-    let _ = conn.send(b"1\r\nb\r\n0\r\n\r\n").await;
-    conn.answer(Duration::from_secs(10))
-        .await
-        .unwrap_or_else(|| panic!("no answer; logs:\n{}", sidecar.logs()))
-        .assert_sidecar(413, "payload_too_large", "one byte over max_body_bytes");
+    post_one_byte_over(&sidecar, LIMIT).await.assert_sidecar(
+        413,
+        "payload_too_large",
+        "one byte over max_body_bytes",
+    );
     assert!(gw.wait_for_requests(2, Duration::from_secs(10)).await);
     let rec = last(&gw);
     assert!(
@@ -265,6 +246,112 @@ async fn lattice_one_byte_over_the_limit_is_413_and_never_complete_upstream() {
         rec.body_state
     );
     assert!(rec.body_len <= LIMIT, "{} bytes upstream", rec.body_len);
+}
+
+/// Sends a chunked POST of `limit` bytes in 64 KiB chunks of `a`, then one byte `b` past the
+/// limit and the terminating chunk, and returns the sidecar's answer.
+async fn post_one_byte_over(sidecar: &Sidecar, limit: usize) -> wire::Answer {
+    let mut conn = Conn::open(sidecar.proxy).await;
+    conn.send(b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .expect("head");
+    let chunk = vec![b'a'; 64 * 1024];
+    for _ in 0..limit / chunk.len() {
+        let mut frame = format!("{:x}\r\n", chunk.len()).into_bytes();
+        frame.extend_from_slice(&chunk);
+        frame.extend_from_slice(b"\r\n");
+        conn.send(&frame).await.expect("chunk within the limit");
+    }
+    // The sidecar may close as soon as it has answered: a failed write is fine here.
+    let _ = conn.send(b"1\r\nb\r\n0\r\n\r\n").await;
+    conn.answer(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("no answer; logs:\n{}", sidecar.logs()))
+}
+
+/// Accepts one connection and returns everything it received until the peer closed it.
+async fn record_one(listener: TcpListener) -> Vec<u8> {
+    let (mut s, _) = listener.accept().await.expect("accept");
+    let mut all = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut all)).await;
+    all
+}
+
+/// The same at the socket level: a raw TCP upstream records every byte, so "never a complete
+/// request" is checked on the wire: no terminating chunk, nothing past the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_limit_on_the_wire_no_last_chunk_and_nothing_past_the_limit() {
+    const LIMIT: usize = 1 << 20;
+    let sts = sts(LIFETIME).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream = format!("http://{}", listener.local_addr().expect("addr"));
+    let recorded = tokio::spawn(record_one(listener));
+    let sidecar = ready_sidecar(
+        Launch::new(&upstream, &sts)
+            .set("SERVICE", "vpc-lattice-svcs")
+            .set("PAYLOAD", "unsigned")
+            .set("MAX_BODY_BYTES", &LIMIT.to_string()),
+    )
+    .await;
+    post_one_byte_over(&sidecar, LIMIT).await.assert_sidecar(
+        413,
+        "payload_too_large",
+        "one byte over max_body_bytes",
+    );
+
+    let wire = recorded.await.expect("recorder");
+    let head_end = wire
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("the upstream got the request head before the body crossed the limit")
+        + 4;
+    let head = String::from_utf8_lossy(&wire[..head_end]).to_ascii_lowercase();
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(
+        head.contains("x-amz-content-sha256: unsigned-payload"),
+        "{head}"
+    );
+    let body = &wire[head_end..];
+    assert!(
+        !body.ends_with(b"0\r\n\r\n"),
+        "the upstream saw the terminating chunk"
+    );
+    let forwarded = body.iter().filter(|b| **b == b'a').count();
+    assert_eq!(
+        forwarded, LIMIT,
+        "exactly the bytes within the limit went upstream"
+    );
+    assert!(
+        !body.contains(&b'b'),
+        "the byte past the limit was forwarded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_length_over_the_limit_is_refused_before_connecting() {
+    let sts = sts(LIFETIME).await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let upstream = format!("http://{}", listener.local_addr().expect("addr"));
+    let sidecar = ready_sidecar(
+        Launch::new(&upstream, &sts)
+            .set("SERVICE", "vpc-lattice-svcs")
+            .set("PAYLOAD", "unsigned")
+            .set("MAX_BODY_BYTES", "1024"),
+    )
+    .await;
+    let (answer, _closed) = wire::exchange(
+        sidecar.proxy,
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1025\r\n\r\n",
+    )
+    .await;
+    answer
+        .expect("answer")
+        .assert_sidecar(413, "payload_too_large", "declared over the limit");
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the upstream was contacted: {other:?}"),
+    }
 }
 
 // ---- SigV4A ------------------------------------------------------------------------------
