@@ -29,7 +29,7 @@ use crate::error::{error_chain, ProxyError};
 use crate::framing::AmbiguousFraming;
 use crate::metrics::Metrics;
 use crate::request_body::{Cut, UpstreamBody};
-use crate::route_signing::{BodyHash, RouteSigner, Signed};
+use crate::route_signing::{RouteSigner, Signed};
 use crate::signing;
 pub use crate::upstream_client::UpstreamClient;
 
@@ -146,9 +146,10 @@ impl Route {
                 reason: u.reason,
                 retry_after: u.retry_after,
             })?;
-        let body_hash = hash.as_deref().map_or(BodyHash::Unsigned, BodyHash::Sha256);
-        self.signer.sign(&mut parts, body_hash, &creds, now)?;
-        let signed = Signed::new(&parts, hash, creds, now);
+        // Taken before signing: the diagnostics recompute the signature's own headers.
+        let signed = Signed::new(&parts, hash, creds.clone(), now);
+        self.signer
+            .sign(&mut parts, signed.body_hash(), &creds, now)?;
         if tracing::enabled!(tracing::Level::DEBUG) {
             if let Some(d) = self.signer.diagnostics(&signed) {
                 tracing::debug!(
