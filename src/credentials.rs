@@ -19,9 +19,14 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_smithy_runtime_api::client::identity::Identity;
 
-use crate::config::{RoleKey, MIN_CREDENTIAL_LIFETIME};
+use crate::config::RoleKey;
 use crate::error::error_chain;
 use crate::metrics::Metrics;
+
+/// Credentials are never handed out in their last 30 seconds: a request signed with them could
+/// still be in flight, or queued at the upstream, when they expire. The one definition of the
+/// rule; configuration (`refresh_before_expiry` must exceed it) and messages read it from here.
+pub const MIN_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(30);
 
 /// Credentials ready to sign with. `Debug` shows no secret (aws-credential-types redacts them).
 pub struct Credentials {
@@ -29,7 +34,7 @@ pub struct Credentials {
     pub identity: Identity,
     /// When they expire, if they do.
     pub expiry: Option<SystemTime>,
-    /// After this instant they are not used any more (expiry minus 30 s).
+    /// After this instant they are not used any more (expiry minus [`MIN_CREDENTIAL_LIFETIME`]).
     usable_until: Option<SystemTime>,
 }
 
@@ -113,7 +118,7 @@ impl CredentialCell {
     fn unavailable(&self, now: SystemTime, expired: bool) -> Unavailable {
         let status = self.status.load();
         let what = if expired {
-            format!("credentials for {} expired (or expire within 30s) and refreshing them has not succeeded", self.label)
+            format!("credentials for {} expired (or expire within {}s) and refreshing them has not succeeded", self.label, MIN_CREDENTIAL_LIFETIME.as_secs())
         } else {
             format!("no credentials for {} yet", self.label)
         };
@@ -252,8 +257,9 @@ fn usable(
         let left = expiry.duration_since(SystemTime::now()).unwrap_or_default();
         if left <= MIN_CREDENTIAL_LIFETIME {
             return Err(format!(
-                "the fetched credentials expire in {}s, within the last 30s in which they are never used (a truncated answer, or a clock far off)",
-                left.as_secs()
+                "the fetched credentials expire in {}s, within the last {}s in which they are never used (a truncated answer, or a clock far off)",
+                left.as_secs(),
+                MIN_CREDENTIAL_LIFETIME.as_secs()
             ));
         }
     }

@@ -1,13 +1,22 @@
-//! The one error type of the data path, and the one place where errors become responses.
+//! The sidecar's errors, and the one place where they become answers.
 //!
 //! Every answer the sidecar produces itself (as opposed to relaying the upstream's) is built
 //! here: a JSON body `{"error": code, "message": ...}` and the header `x-sigv4-sidecar-error`,
-//! so an app can always tell the sidecar's answers from the upstream's.
+//! so an app can always tell the sidecar's answers from the upstream's. That includes the 503
+//! written to a connection over `max_connections` before its request is parsed
+//! ([`ProxyError::to_http1`]) and the admin port's JSON ([`json_answer`]). Each error also
+//! decides how loudly it is logged ([`ProxyError::log`]).
+//!
+//! [`StartupError`] is the other half: everything that stops the process before it serves.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::config::ConfigError;
+use crate::credentials::Unavailable;
 
 /// Header on every response the sidecar produced itself.
 pub const ERROR_HEADER: &str = "x-sigv4-sidecar-error";
@@ -36,20 +45,35 @@ pub enum ProxyError {
     ClientBody(String),
     #[error("too many concurrent requests: {0}")]
     Overloaded(String),
+    /// A connection over `max_connections`: answered before its request is read.
+    #[error("too many open connections (max_connections)")]
+    TooManyConnections,
+    /// The sidecar's own failure (signing could not complete): not the client's fault.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<Unavailable> for ProxyError {
+    fn from(u: Unavailable) -> Self {
+        ProxyError::CredentialsUnavailable {
+            reason: u.reason,
+            retry_after: u.retry_after,
+        }
+    }
 }
 
 impl ProxyError {
     /// The machine-readable code, also used as the `error` label of `errors_total`.
     pub fn code(&self) -> &'static str {
         match self {
-            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => "bad_request",
             ProxyError::MethodNotAllowed => "method_not_allowed",
             ProxyError::PayloadTooLarge { .. } => "payload_too_large",
             ProxyError::CredentialsUnavailable { .. } => "credentials_unavailable",
             ProxyError::UpstreamUnreachable(_) => "upstream_unreachable",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
-            ProxyError::ClientBody(_) => "bad_request",
-            ProxyError::Overloaded(_) => "overloaded",
+            ProxyError::Overloaded(_) | ProxyError::TooManyConnections => "overloaded",
+            ProxyError::Internal(_) => "internal",
         }
     }
 
@@ -58,11 +82,12 @@ impl ProxyError {
             ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::CredentialsUnavailable { .. } | ProxyError::Overloaded(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::CredentialsUnavailable { .. }
+            | ProxyError::Overloaded(_)
+            | ProxyError::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -84,7 +109,25 @@ impl ProxyError {
                 "retry; raise request_timeout if the upstream is slow"
             }
             ProxyError::ClientBody(_) => "resend the request",
-            ProxyError::Overloaded(_) => "retry later",
+            ProxyError::Overloaded(_) | ProxyError::TooManyConnections => "retry later",
+            ProxyError::Internal(_) => "this is a sidecar bug: report it with the sidecar's logs",
+        }
+    }
+
+    /// Logs the error at the level it deserves: the sidecar's own failures are errors, what
+    /// an operator must act on (credentials, upstream, connection flood) a warning, and what a
+    /// client got wrong only debug (the access log line records it anyway).
+    pub fn log(&self, route: Option<&str>) {
+        let what = match self {
+            ProxyError::TooManyConnections => "max_connections reached: refusing a connection",
+            _ => "request failed",
+        };
+        match self {
+            ProxyError::Internal(_) => tracing::error!(route, error = %self, "{what}"),
+            ProxyError::UpstreamUnreachable(_)
+            | ProxyError::CredentialsUnavailable { .. }
+            | ProxyError::TooManyConnections => tracing::warn!(route, error = %self, "{what}"),
+            _ => tracing::debug!(route, error = %self, "{what}"),
         }
     }
 
@@ -94,20 +137,15 @@ impl ProxyError {
             "error": self.code(),
             "message": format!("{}; {}", self, self.advice()),
         });
-        let mut res = Response::new(B::from(Bytes::from(body.to_string())));
-        *res.status_mut() = self.status();
+        let mut res = json_answer(self.status(), &body);
         let h = res.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
         h.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
         match self {
             ProxyError::CredentialsUnavailable { retry_after, .. } => {
                 let secs = retry_after.as_secs().clamp(1, 300);
                 h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
-            ProxyError::Overloaded(_) => {
+            ProxyError::Overloaded(_) | ProxyError::TooManyConnections => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ProxyError::PayloadTooLarge { .. } | ProxyError::BadRequest(_) => {
@@ -118,6 +156,66 @@ impl ProxyError {
         }
         res
     }
+
+    /// The same answer as raw HTTP/1.1 bytes with `connection: close`, for a connection that
+    /// is answered without being handed to hyper (over `max_connections`). Built once per
+    /// listener, so a connection flood costs one write per connection.
+    pub fn to_http1(&self) -> Bytes {
+        let res: Response<Bytes> = self.into_response();
+        let status = res.status();
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        )
+        .into_bytes();
+        for (name, value) in res.headers() {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        let body = res.body();
+        out.extend_from_slice(
+            format!(
+                "connection: close\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(body);
+        Bytes::from(out)
+    }
+}
+
+/// A JSON answer: the shape of every response the sidecar writes itself (errors here, and the
+/// admin port's `/healthz`, `/readyz` and refusals).
+pub fn json_answer<B: From<Bytes>>(status: StatusCode, body: &serde_json::Value) -> Response<B> {
+    let mut res = Response::new(B::from(Bytes::from(body.to_string())));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// Why the process cannot start: reported once, before anything is served, then exit 1.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("configuration error: {0}")]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Listen {
+        what: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("route {route}: {problem}")]
+    Route { route: String, problem: String },
+    #[error("AWS SDK setup: {0}")]
+    Aws(String),
 }
 
 /// An error and its causes, each by its `Display`, joined with `: `, for logs and the
@@ -152,6 +250,8 @@ mod tests {
             },
             ProxyError::UpstreamUnreachable("refused".into()),
             ProxyError::UpstreamTimeout(Duration::from_secs(1)),
+            ProxyError::TooManyConnections,
+            ProxyError::Internal("x".into()),
         ];
         let expected = [
             (400, "bad_request"),
@@ -160,6 +260,8 @@ mod tests {
             (503, "credentials_unavailable"),
             (502, "upstream_unreachable"),
             (504, "upstream_timeout"),
+            (503, "overloaded"),
+            (500, "internal"),
         ];
         for (e, (status, code)) in errors.iter().zip(expected) {
             let res: Response<Full<Bytes>> = e.into_response();
@@ -172,5 +274,36 @@ mod tests {
         }
         let res: Response<Full<Bytes>> = errors[3].into_response();
         assert_eq!(res.headers()[header::RETRY_AFTER], "5");
+    }
+
+    #[test]
+    fn the_connection_limit_answer_is_well_formed_http1() {
+        let wire = ProxyError::TooManyConnections.to_http1();
+        let text = std::str::from_utf8(&wire).expect("ascii");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        assert!(
+            head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{head}"
+        );
+        for line in [
+            "x-sigv4-sidecar-error: overloaded",
+            "retry-after: 1",
+            "connection: close",
+            "content-type: application/json",
+        ] {
+            assert!(head.lines().any(|l| l == line), "{line} missing in {head}");
+        }
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.parse().ok())
+            .expect("content-length");
+        assert_eq!(len, body.len());
+        let v: serde_json::Value = serde_json::from_str(body).expect("json");
+        assert_eq!(v["error"], "overloaded");
+        assert_eq!(
+            v["message"],
+            "too many open connections (max_connections); retry later"
+        );
     }
 }

@@ -4,25 +4,25 @@
 //! configured upstream (an API Gateway stage, a Lambda function URL, ...), signs it with
 //! credentials it keeps fresh in the background, and streams the answer back.
 //!
-//! Reading order for newcomers: [`config`] (what can be configured), [`credentials`] (how
-//! credentials are held and refreshed), [`signing`] (one call into `aws-sigv4`), [`proxy`] (the
-//! per-request pipeline), [`error`] (every answer the sidecar produces itself), [`admin`] and
-//! [`metrics`], and [`server`] (accept loops and graceful shutdown). [`run`] wires them.
+//! Reading order for newcomers (pictures and each module's rules: `docs/architecture.md`):
+//! [`config`] (what can be configured: types and load, then its raw layer, validation and AWS
+//! host inference), [`credentials`] (how credentials are held and refreshed), [`signing`] (one
+//! call into `aws-sigv4`), [`proxy`] (the per-request pipeline: request head, bodies, exchange
+//! record, upstream client), [`error`] (every answer the sidecar produces itself, and startup
+//! errors), [`admin`] and [`metrics`] (apart from the data path), and [`server`] (accept loops
+//! and graceful shutdown). [`run`] wires them.
 
 pub mod admin;
 pub mod auth_failures;
 pub mod config;
 pub mod credentials;
 pub mod error;
-pub mod framing;
 pub mod metrics;
 pub mod proxy;
-pub mod request_body;
 pub mod route_signing;
 pub mod server;
 pub mod signing;
 pub mod telemetry;
-pub mod upstream_client;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,8 +33,9 @@ use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext,
 use aws_smithy_types::timeout::TimeoutConfig;
 use tokio::sync::watch;
 
-use crate::admin::{Admin, Readiness};
+use crate::admin::Admin;
 use crate::config::Config;
+use crate::error::StartupError;
 use crate::metrics::Metrics;
 use crate::proxy::BodyBudget;
 use crate::proxy::Route;
@@ -42,12 +43,12 @@ use crate::proxy::Route;
 /// Runs the sidecar until `shutdown` completes, then drains in-flight requests for up to
 /// `shutdown_grace`. Returns an error (before serving anything) when a listener cannot be bound
 /// or a route cannot be set up.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartupError> {
     let metrics = Metrics::new();
     let sdk = aws_sdk_config(&config).await?;
-    let base = sdk
-        .credentials_provider()
-        .ok_or("the AWS default credential chain is not available")?;
+    let base = sdk.credentials_provider().ok_or_else(|| {
+        StartupError::Aws("the AWS default credential chain is not available".into())
+    })?;
     let sts = aws_sdk_sts::Client::new(&sdk);
     let creds = credentials::build(
         config
@@ -69,31 +70,40 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             .cells
             .get(&rc.role)
             .cloned()
-            .ok_or("credential cell missing for a route")?;
-        let route = Arc::new(
-            Route::new(rc, cell, bodies.clone(), metrics.clone())
-                .map_err(|e| format!("route {}: {e}", rc.name))?,
-        );
+            .ok_or_else(|| StartupError::Route {
+                route: rc.name.clone(),
+                problem: "credential cell missing".into(),
+            })?;
+        let route = Arc::new(Route::new(rc, cell, bodies.clone(), metrics.clone())?);
         listeners.push(server::bind(&format!("route {}", rc.name), rc.listen).await?);
         routes.push(route);
     }
-
-    let readiness = Arc::new(Readiness::default());
-    readiness.set_listening();
 
     // Credentials are fetched in the background; until they arrive /readyz says 503.
     for refresher in creds.refreshers {
         tokio::spawn(refresher.run());
     }
 
+    // Two shutdown signals: the proxies stop first; the admin port (whose /readyz reads the
+    // proxies' signal as "draining") keeps answering until they have drained.
     let (stop_tx, stop_rx) = watch::channel(false);
-    let admin = Arc::new(Admin {
-        routes: routes.clone(),
-        metrics: metrics.clone(),
-        readiness: readiness.clone(),
-    });
-    tracing::info!(addr = %admin_listener.local_addr().map_err(|e| e.to_string())?, "admin listening");
     let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+    let admin = Arc::new(Admin {
+        routes: routes
+            .iter()
+            .map(|r| (r.name.clone(), r.credentials().clone()))
+            .collect(),
+        metrics: metrics.clone(),
+        draining: stop_rx.clone(),
+    });
+    let local_addr = |l: &tokio::net::TcpListener, what: &str, addr| {
+        l.local_addr().map_err(|source| StartupError::Listen {
+            what: what.to_string(),
+            addr,
+            source,
+        })
+    };
+    tracing::info!(addr = %local_addr(&admin_listener, "admin", config.admin_listen)?, "admin listening");
     let admin_task = tokio::spawn(server::serve(
         admin_listener,
         move |req| admin.clone().handle(req),
@@ -102,8 +112,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     ));
 
     let mut proxies = Vec::new();
-    for (listener, route) in listeners.into_iter().zip(routes) {
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    for ((listener, route), rc) in listeners.into_iter().zip(routes).zip(&config.routes) {
+        let addr = local_addr(&listener, &format!("route {}", rc.name), rc.listen)?;
         if !addr.ip().is_loopback() {
             tracing::warn!(route = %route.name, %addr, "proxy listens beyond loopback: anyone who can reach it can make signed requests as this pod's role");
         }
@@ -117,7 +127,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
 
     shutdown.await;
-    readiness.set_draining();
     let _ = stop_tx.send(true);
     // The accept loops end at once and drop their listeners: from here on new connections
     // are refused by the kernel.
@@ -159,18 +168,17 @@ async fn futures_join_all<F: Future<Output = ()> + Send + 'static>(futs: impl It
 /// The AWS SDK configuration the credential chain and the STS client use: the default chain,
 /// one hyper 1 + rustls (ring) HTTP client, and the route's region when `AWS_REGION` is unset
 /// (so the SDK never asks instance metadata for a region).
-async fn aws_sdk_config(config: &Config) -> Result<aws_config::SdkConfig, String> {
+async fn aws_sdk_config(config: &Config) -> Result<aws_config::SdkConfig, StartupError> {
     let mut trust = TrustStore::default();
     for r in &config.routes {
         if let Some(ca) = &r.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
-            trust = trust.with_pem_certificate(pem);
+            trust = trust.with_pem_certificate(ca.pem.clone());
         }
     }
     let tls_context = TlsContext::builder()
         .with_trust_store(trust)
         .build()
-        .map_err(|e| format!("TLS setup for STS: {e}"))?;
+        .map_err(|e| StartupError::Aws(format!("TLS setup for STS: {e}")))?;
     let http_client = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
         .tls_context(tls_context)

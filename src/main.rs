@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sigv4_sidecar::config::{Config, Sources};
+use sigv4_sidecar::error::StartupError;
 
 /// Signs HTTP requests with AWS SigV4 and forwards them to an IAM-protected upstream.
 #[derive(Parser, Debug)]
@@ -25,7 +26,7 @@ fn main() -> ExitCode {
     let config = match Config::load(&Sources::from_process(cli.config.clone())) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("sigv4-sidecar: configuration error: {e}");
+            eprintln!("sigv4-sidecar: {}", StartupError::from(e));
             return ExitCode::from(1);
         }
     };

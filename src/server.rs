@@ -1,15 +1,21 @@
 //! Accept loops and graceful shutdown, shared by the proxy and admin listeners.
 //!
-//! Shutdown follows hyper-util's graceful pattern: when the shutdown signal fires, the listener
-//! is dropped (new connections are refused by the kernel), idle keep-alive connections are
-//! closed, and in-flight requests may finish until the caller's grace period runs out.
+//! Shutdown follows hyper-util's graceful pattern: when the shutdown signal (one
+//! `watch::Receiver<bool>` turning true) fires, the listener is dropped (new connections are
+//! refused by the kernel), idle keep-alive connections are closed, and in-flight requests may
+//! finish until the caller's grace period runs out.
+//!
+//! The server knows nothing of what it serves: the handler and its body type come from the
+//! caller (the proxy's [`ProxyBody`](crate::proxy::ProxyBody), the admin port's `Full`).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body::Body;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -19,37 +25,25 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Limits;
-use crate::framing::{AmbiguousFraming, Framing, Verdict, Watched};
-use crate::proxy::ProxyBody;
-
-/// The answer to a connection over `max_connections`, written without parsing its request.
-const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-x-sigv4-sidecar-error: overloaded\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 91\r\n\r\n\
-{\"error\":\"overloaded\",\"message\":\"too many open connections (max_connections); retry later\"}";
+use crate::error::{ProxyError, StartupError};
 
 /// Binds a TCP listener, naming the address in the error.
-pub async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, String> {
+pub async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, StartupError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
+        .map_err(|source| StartupError::Listen {
+            what: what.to_string(),
+            addr,
+            source,
+        })
 }
 
-/// Serves HTTP/1.1 (and h2c by prior knowledge) on `listener` with `handler` until `shutdown`
-/// turns true, then returns the handle that tracks the connections still open.
-pub async fn serve<H, Fut>(
-    listener: TcpListener,
-    handler: H,
-    limits: Limits,
-    mut shutdown: watch::Receiver<bool>,
-) -> GracefulShutdown
-where
-    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
-{
-    // hyper's own builders, not hyper-util's auto builder: the first bytes already tell the
-    // protocol (`first_bytes_within`), and only the HTTP/1 builder can enforce
-    // `max_header_bytes` on every head (`max_header_size`; the read buffer limit alone lets a
-    // head that arrives in one read grow to about twice the limit).
+/// hyper's HTTP/1 server settings for `limits`: the one definition, which the tests' own
+/// servers reuse so they parse exactly as the sidecar does.
+///
+/// `max_header_size` enforces `max_header_bytes` on every head (the read buffer limit alone
+/// lets a head that arrives in one read grow to about twice the limit).
+pub fn http1_builder(limits: &Limits) -> http1::Builder {
     let mut http1 = http1::Builder::new();
     http1
         .timer(TokioTimer::new())
@@ -57,6 +51,27 @@ where
         .max_header_size(limits.max_header_bytes)
         .max_headers(Limits::max_header_lines(limits.max_header_bytes))
         .max_buf_size(limits.max_header_bytes.max(8192));
+    http1
+}
+
+/// Serves HTTP/1.1 (and h2c by prior knowledge) on `listener` with `handler` until `shutdown`
+/// turns true, then returns the handle that tracks the connections still open.
+pub async fn serve<H, Fut, B>(
+    listener: TcpListener,
+    handler: H,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) -> GracefulShutdown
+where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // hyper's own builders, not hyper-util's auto builder: the first bytes already tell the
+    // protocol (`first_bytes_within`), and only the HTTP/1 builder can enforce
+    // `max_header_bytes` on every head.
+    let http1 = http1_builder(&limits);
     let mut http2 = http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())
@@ -64,13 +79,10 @@ where
     let builders = std::sync::Arc::new((http1, http2));
     let graceful = GracefulShutdown::new();
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let overloaded = ProxyError::TooManyConnections.to_http1();
+    // A dropped sender (Err) means the same as `true`: nobody is left to keep serving for.
     let stopped = async move {
-        loop {
-            let stop = *shutdown.borrow_and_update();
-            if stop || shutdown.changed().await.is_err() {
-                return;
-            }
-        }
+        let _ = shutdown.wait_for(|stop| *stop).await;
     };
     tokio::pin!(stopped);
     loop {
@@ -89,36 +101,27 @@ where
                 };
                 let _ = stream.set_nodelay(true);
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    tokio::spawn(refuse(stream));
+                    tokio::spawn(refuse(stream, overloaded.clone()));
                     continue;
                 };
                 let handler = handler.clone();
                 let builders = builders.clone();
                 let watcher = graceful.watcher();
                 let first_bytes_timeout = limits.header_read_timeout;
-                let max_head = limits.max_header_bytes;
                 tokio::spawn(async move {
                     let Some(protocol) = first_bytes_within(&stream, first_bytes_timeout).await
                     else {
                         return; // and the slot is released with the task
                     };
-                    let verdict = Verdict::new();
-                    let svc = {
-                        let verdict = verdict.clone();
-                        service_fn(move |mut req: Request<Incoming>| {
-                            if verdict.next_is_ambiguous() {
-                                req.extensions_mut().insert(AmbiguousFraming);
-                            }
-                            let fut = handler(req);
-                            async move { Ok::<_, Infallible>(fut.await) }
-                        })
-                    };
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let fut = handler(req);
+                        async move { Ok::<_, Infallible>(fut.await) }
+                    });
                     let (http1, http2) = &*builders;
                     let ended = match protocol {
                         Protocol::Http1 => {
-                            let io = Watched::new(stream, Framing::http1(max_head), verdict);
                             watcher
-                                .watch(http1.serve_connection(TokioIo::new(io), svc))
+                                .watch(http1.serve_connection(TokioIo::new(stream), svc))
                                 .await
                         }
                         Protocol::H2 => {
@@ -173,12 +176,12 @@ enum Protocol {
     H2,
 }
 
-/// Answers a connection over the limit with a 503 and closes it.
-async fn refuse(mut stream: tokio::net::TcpStream) {
+/// Answers a connection over the limit with error.rs's 503 and closes it.
+async fn refuse(mut stream: tokio::net::TcpStream, answer: Bytes) {
     use tokio::io::AsyncWriteExt;
-    tracing::warn!("max_connections reached: refusing a connection");
+    ProxyError::TooManyConnections.log(None);
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = stream.write_all(OVERLOADED).await;
+        let _ = stream.write_all(&answer).await;
         let _ = stream.shutdown().await;
     })
     .await;
@@ -186,17 +189,64 @@ async fn refuse(mut stream: tokio::net::TcpStream) {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn overloaded_answer_is_well_formed() {
-        let text = std::str::from_utf8(super::OVERLOADED).expect("ascii");
-        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
-        let len: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length: "))
-            .and_then(|v| v.parse().ok())
-            .expect("content-length");
-        assert_eq!(len, body.len());
-        let v: serde_json::Value = serde_json::from_str(body).expect("json");
-        assert_eq!(v["error"], "overloaded");
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// hyper >= 1.11 with the sidecar's own settings frames a request carrying both
+    /// `Content-Length` and `Transfer-Encoding` by the chunked coding alone, hands the handler
+    /// no `Content-Length`, and closes the connection after the answer (RFC 9112 6.1), so the
+    /// bytes after the chunked body are never parsed as a request.
+    #[tokio::test]
+    async fn cl_te_is_framed_by_chunked_and_the_connection_closes() {
+        let limits = Limits {
+            max_connections: 1,
+            max_inflight_body_bytes: 1 << 20,
+            max_header_bytes: 64 * 1024,
+            header_read_timeout: Duration::from_secs(5),
+        };
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let seen = seen_tx.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = body.collect().await.map(|b| b.to_bytes());
+                let _ = seen.send((parts.uri.path().to_string(), parts.headers, body.ok()));
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+            }
+        });
+        let conn = tokio::spawn(http1_builder(&limits).serve_connection(TokioIo::new(server), svc));
+        client
+            .write_all(
+                b"POST /clte HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+            )
+            .await
+            .expect("write");
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut answer))
+            .await
+            .expect("the connection closes after the answer")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert_eq!(
+            answer.matches("HTTP/1.1").count(),
+            1,
+            "one answer: {answer}"
+        );
+        let (path, headers, body) = seen_rx.recv().await.expect("one request");
+        assert_eq!(path, "/clte");
+        assert!(
+            !headers.contains_key(http::header::CONTENT_LENGTH),
+            "{headers:?}"
+        );
+        assert_eq!(body.as_deref(), Some(&b"hello"[..]));
+        assert!(
+            seen_rx.try_recv().is_err(),
+            "the smuggled request was parsed"
+        );
+        let _ = conn.await;
     }
 }

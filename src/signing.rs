@@ -85,7 +85,7 @@ pub fn sign_request(
         headers,
         SignableBody::Precomputed(payload_sha256.to_string()),
     )
-    .map_err(|e| ProxyError::BadRequest(format!("request cannot be signed: {e}")))?;
+    .map_err(|e| ProxyError::Internal(format!("request cannot be signed: {e}")))?;
     let params = v4::SigningParams::builder()
         .identity(&creds.identity)
         .region(&scope.region)
@@ -93,15 +93,15 @@ pub fn sign_request(
         .time(now)
         .settings(scope.settings.clone())
         .build()
-        .map_err(|e| ProxyError::BadRequest(format!("request cannot be signed: {e}")))?
+        .map_err(|e| ProxyError::Internal(format!("request cannot be signed: {e}")))?
         .into();
     let (instructions, _signature) = sign(signable, &params)
-        .map_err(|e| ProxyError::BadRequest(format!("request cannot be signed: {e}")))?
+        .map_err(|e| ProxyError::Internal(format!("request cannot be signed: {e}")))?
         .into_parts();
     let (new_headers, _query) = instructions.into_parts();
     for h in new_headers {
         let mut value = HeaderValue::from_str(h.value())
-            .map_err(|e| ProxyError::BadRequest(format!("signature header is invalid: {e}")))?;
+            .map_err(|e| ProxyError::Internal(format!("signature header is invalid: {e}")))?;
         value.set_sensitive(h.sensitive() || h.name() == "authorization");
         parts
             .headers

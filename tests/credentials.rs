@@ -1,6 +1,6 @@
-//! Background credentials: refreshed before expiry without a failed request, old credentials
-//! kept while STS fails, fail closed (503) once they expire, recovery when STS is back, and
-//! readiness that follows all of it.
+//! Background credentials: refreshed before expiry without a failed request, not ready (503)
+//! until the first credentials arrive, base credentials without a role. (An STS outage, fail
+//! closed at expiry and recovery are in tests/faults.rs.)
 
 mod common;
 
@@ -12,10 +12,10 @@ use sigv4_testbed::sts::StsMode;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refreshes_before_expiry_without_a_failed_request() {
     // 45 s credentials, refreshed 30-37.5 s before expiry: a new set every ~8-15 s.
-    let sts = sts(Duration::from_secs(45)).await;
-    let gw = gateway(&sts).await;
-    let sidecar =
-        ready_sidecar(Launch::new(&gw.url(), &sts).set("REFRESH_BEFORE_EXPIRY", "30s")).await;
+    let (sts, gw, sidecar) = ready_stack(Duration::from_secs(45), |l| {
+        l.set("REFRESH_BEFORE_EXPIRY", "30s")
+    })
+    .await;
     let mut keys = std::collections::BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(40);
     let mut sent = 0;
@@ -51,106 +51,6 @@ async fn refreshes_before_expiry_without_a_failed_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sts_outage_keeps_old_credentials_then_fails_closed_then_recovers() {
-    // 40 s credentials: usable for 10 s (never in their last 30 s), refresh halfway (~5 s).
-    let sts = sts(Duration::from_secs(40)).await;
-    let gw = gateway(&sts).await;
-    let sidecar =
-        ready_sidecar(Launch::new(&gw.url(), &sts).set("REFRESH_BEFORE_EXPIRY", "30s")).await;
-    sts.set_mode(StsMode::InternalError);
-    let first = sts.issued()[0].clone();
-
-    // While STS fails the old credentials stay in use ...
-    assert!(
-        sts.wait_for_calls(2, Duration::from_secs(15)).await,
-        "no refresh attempt"
-    );
-    let res = get(&sidecar.url("/during-outage")).await;
-    if std::time::SystemTime::now() + Duration::from_secs(31) < first.expiration {
-        assert_eq!(
-            res.status, 200,
-            "old credentials still valid: {:?}",
-            res.body
-        );
-        assert_eq!(
-            res.json()["access_key_id"],
-            first.credentials.access_key_id.as_str()
-        );
-    }
-
-    // ... until they are within 30 s of expiry: then 503, never a request with expired ones.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let refused = loop {
-        let res = get(&sidecar.url("/during-outage")).await;
-        if res.status == 503 {
-            break res;
-        }
-        assert_eq!(res.status, 200);
-        assert!(Instant::now() < deadline, "never failed closed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    // STS expirations travel with whole seconds, hence 31 s rather than 30 s.
-    assert!(
-        std::time::SystemTime::now() + Duration::from_secs(31) >= first.expiration,
-        "503 only once credentials are near expiry"
-    );
-    assert_eq!(refused.sidecar_error(), Some("credentials_unavailable"));
-    assert_eq!(refused.json()["error"], "credentials_unavailable");
-    let retry_after: u64 = refused.headers["retry-after"]
-        .to_str()
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .expect("Retry-After");
-    assert!((1..=300).contains(&retry_after));
-    let message = refused.json()["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert!(
-        message.contains("expired") && message.contains(ROLE),
-        "{message}"
-    );
-    let ready = get(&sidecar.admin_url("/readyz")).await;
-    assert_eq!(ready.status, 503);
-    assert_eq!(ready.json()["routes"]["default"]["ready"], false);
-    let calls_during_outage = sts.calls();
-
-    // Backoff, not a hot loop: a handful of attempts over the outage so far.
-    assert!(
-        calls_during_outage < 40,
-        "{calls_during_outage} STS calls: hot loop?"
-    );
-
-    // Recovery on the first good answer.
-    sts.set_mode(StsMode::Ok);
-    assert!(
-        sidecar.wait_for_refreshes(2, Duration::from_secs(30)),
-        "no recovery; logs:\n{}",
-        sidecar.logs()
-    );
-    let res = get(&sidecar.url("/after")).await;
-    assert_eq!(res.status, 200, "{:?}", res.body);
-    assert_ne!(
-        res.json()["access_key_id"],
-        first.credentials.access_key_id.as_str()
-    );
-    assert_eq!(get(&sidecar.admin_url("/readyz")).await.status, 200);
-    assert_eq!(
-        gw.rejected(),
-        0,
-        "nothing reached the gateway with expired or bad credentials"
-    );
-    let metrics =
-        String::from_utf8_lossy(&get(&sidecar.admin_url("/metrics")).await.body).into_owned();
-    assert!(
-        metrics.contains(&format!(
-            "sigv4_sidecar_credentials_refresh_total{{result=\"failure\",role_arn=\"{ROLE}\"}}"
-        )),
-        "{metrics}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_ready_and_503_until_the_first_credentials_arrive() {
     let sts = sts(Duration::from_secs(3600)).await;
     sts.set_mode(StsMode::Throttling);
@@ -158,16 +58,7 @@ async fn not_ready_and_503_until_the_first_credentials_arrive() {
     let sidecar = Launch::new(&gw.url(), &sts).start();
     // Listening at once, before any credentials; the first fetch fails (after the SDK's own
     // retries) and the sidecar says so.
-    assert!(
-        sidecar
-            .wait_for_log(
-                |v| v["message"] == "credential refresh failed",
-                Duration::from_secs(30)
-            )
-            .is_some(),
-        "{}",
-        sidecar.logs()
-    );
+    sidecar.expect_log("credential refresh failed", Duration::from_secs(30));
     let ready = get(&sidecar.admin_url("/readyz")).await;
     assert_eq!(ready.status, 503);
     assert!(
@@ -198,11 +89,7 @@ async fn not_ready_and_503_until_the_first_credentials_arrive() {
     assert!(gw.requests().is_empty(), "nothing forwarded unsigned");
 
     sts.set_mode(StsMode::Ok);
-    assert!(
-        sidecar.wait_for_refreshes(1, Duration::from_secs(30)),
-        "{}",
-        sidecar.logs()
-    );
+    sidecar.expect_refreshes(1, Duration::from_secs(30));
     assert_eq!(get(&sidecar.admin_url("/readyz")).await.status, 200);
     assert_eq!(get(&sidecar.url("/late")).await.status, 200);
 }

@@ -11,9 +11,7 @@ const LIFETIME: Duration = Duration::from_secs(3600);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_up_front_and_nothing_reaches_the_upstream() {
-    let sts = sts(LIFETIME).await;
-    let gw = gateway(&sts).await;
-    let sidecar = ready_sidecar(Launch::new(&gw.url(), &sts).set("MAX_BODY_BYTES", "1024")).await;
+    let (_sts, gw, sidecar) = ready_stack(LIFETIME, |l| l.set("MAX_BODY_BYTES", "1024")).await;
 
     // 413 by Content-Length, before the body is read.
     let res = send("POST", &sidecar.url("/big"), &[], vec![b'x'; 1025]).await;
@@ -86,15 +84,10 @@ async fn refused_up_front_and_nothing_reaches_the_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_upstream_is_502() {
     let sts = sts(LIFETIME).await;
-    // A port nobody listens on: bind, note, close.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    let port = closed_port();
     let sidecar = ready_sidecar(Launch::new(&format!("http://127.0.0.1:{port}/Prod"), &sts)).await;
     let res = get(&sidecar.url("/x")).await;
-    assert_eq!(res.status, 502);
-    assert_eq!(res.sidecar_error(), Some("upstream_unreachable"));
+    res.assert_sidecar(502, "upstream_unreachable");
     assert!(res.json()["message"]
         .as_str()
         .unwrap_or_default()
@@ -103,9 +96,7 @@ async fn unreachable_upstream_is_502() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_upstream_is_504_after_request_timeout() {
-    let sts = sts(LIFETIME).await;
-    let gw = gateway(&sts).await;
-    let sidecar = ready_sidecar(Launch::new(&gw.url(), &sts).set("REQUEST_TIMEOUT", "1s")).await;
+    let (_sts, _gw, sidecar) = ready_stack(LIFETIME, |l| l.set("REQUEST_TIMEOUT", "1s")).await;
     let started = std::time::Instant::now();
     let res = send(
         "GET",
@@ -126,9 +117,7 @@ async fn slow_upstream_is_504_after_request_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_errors_are_relayed_not_rewritten() {
-    let sts = sts(LIFETIME).await;
-    let gw = gateway(&sts).await;
-    let sidecar = ready_sidecar(Launch::new(&gw.url(), &sts)).await;
+    let (sts, _gw, sidecar) = ready_stack(LIFETIME, |l| l).await;
     let res = send(
         "GET",
         &sidecar.url("/teapot"),

@@ -13,7 +13,6 @@
 
 mod common;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -274,16 +273,7 @@ async fn sts_fault_scenario(fault: Fault, hint: &str) {
     if fault == Fault::Mode(StsMode::Hang) {
         // A hanging STS is cut off by the SDK's timeouts (5 s an attempt, 15 s in all): the
         // refresh fails instead of waiting forever.
-        assert!(
-            sidecar
-                .wait_for_log(
-                    |v| v["message"] == "credential refresh failed",
-                    Duration::from_secs(30)
-                )
-                .is_some(),
-            "a hanging STS call was never given up; logs:\n{}",
-            sidecar.logs()
-        );
+        sidecar.expect_log("credential refresh failed", Duration::from_secs(30));
     } else {
         assert!(
             sidecar.wait_for_count(
@@ -309,11 +299,7 @@ async fn sts_fault_scenario(fault: Fault, hint: &str) {
         Fault::Mode(_) => sts.set_mode(StsMode::Ok),
         Fault::Refused => gate.open().await,
     }
-    assert!(
-        sidecar.wait_for_refreshes(2, Duration::from_secs(30)),
-        "no recovery; logs:\n{}",
-        sidecar.logs()
-    );
+    sidecar.expect_refreshes(2, Duration::from_secs(30));
     // One good answer is enough: STS answered once. A hanging STS is the exception: at the
     // switch it also answers every call still hanging, including calls the SDK already gave up
     // on (their answers go nowhere), so it may have issued up to one credential per call made
@@ -377,10 +363,7 @@ async fn sts_hang_is_cut_by_sdk_timeouts_without_blocking_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sts_outage_longer_than_the_credential_lifetime() {
     let lifetime = Duration::from_secs(35);
-    let sts = sts(lifetime).await;
-    let gw = gateway(&sts).await;
-    let sidecar =
-        ready_sidecar(Launch::new(&gw.url(), &sts).set("REFRESH_BEFORE_EXPIRY", "30s")).await;
+    let (sts, gw, sidecar) = ready_stack(lifetime, |l| l.set("REFRESH_BEFORE_EXPIRY", "30s")).await;
     let old = sts.issued()[0].clone();
     let calls_before = sts.calls();
     let outage = Instant::now();
@@ -440,11 +423,7 @@ async fn sts_outage_longer_than_the_credential_lifetime() {
     );
 
     sts.set_mode(StsMode::Ok);
-    assert!(
-        sidecar.wait_for_refreshes(2, Duration::from_secs(30)),
-        "no recovery; logs:\n{}",
-        sidecar.logs()
-    );
+    sidecar.expect_refreshes(2, Duration::from_secs(30));
     let res = get(&sidecar.url("/after")).await;
     assert_eq!(res.status, 200, "{:?}", res.body);
     assert_ne!(
@@ -629,11 +608,7 @@ async fn irsa_token_file_rotated_on_disk_is_used_on_the_next_refresh() {
             ("AWS_ROLE_ARN", IRSA_ROLE),
             ("AWS_ROLE_SESSION_NAME", "irsa-test"),
         ]);
-    assert!(
-        sidecar.wait_for_refreshes(1, Duration::from_secs(20)),
-        "no credentials; logs:\n{}",
-        sidecar.logs()
-    );
+    sidecar.expect_refreshes(1, Duration::from_secs(20));
     let issued = sts.issued();
     let web = issued
         .iter()
@@ -708,59 +683,6 @@ async fn irsa_token_file_rotated_on_disk_is_used_on_the_next_refresh() {
 // Upstream faults
 // ---------------------------------------------------------------------------------------------
 
-/// A hand-made upstream on 127.0.0.1: `serve` runs for every accepted connection (with its
-/// index). Lives until the test's runtime ends.
-async fn raw_upstream<F, Fut>(serve: F) -> SocketAddr
-where
-    F: Fn(TcpStream, usize) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let mut n = 0;
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(serve(stream, n));
-            n += 1;
-        }
-    });
-    addr
-}
-
-async fn raw_sidecar(addr: SocketAddr, sts: &StsEmulator, extra: &[(&str, &str)]) -> Sidecar {
-    let mut launch = Launch::new(&format!("http://{addr}/Prod"), sts);
-    for (k, v) in extra {
-        launch = launch.set(k, v);
-    }
-    ready_sidecar(launch).await
-}
-
-/// Waits until the request is no longer counted in flight.
-async fn assert_inflight_returns_to_zero(sidecar: &Sidecar) {
-    let r = wait_metric(
-        sidecar,
-        "sigv4_sidecar_inflight_requests{route=\"default\"}",
-        |v| v == 0.0,
-        Duration::from_secs(10),
-    )
-    .await;
-    assert!(r.is_ok(), "inflight stuck at {r:?}");
-}
-
-fn assert_sidecar_error(res: &Reply, status: u16, code: &str) {
-    assert_eq!(
-        res.status,
-        status,
-        "{:?}",
-        String::from_utf8_lossy(&res.body)
-    );
-    assert_eq!(res.sidecar_error(), Some(code));
-    assert_eq!(res.json()["error"], code);
-    assert!(res.json()["message"]
-        .as_str()
-        .is_some_and(|m| !m.is_empty()));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_reset_before_the_response_headers_is_502() {
     let sts = sts(Duration::from_secs(3600)).await;
@@ -778,7 +700,7 @@ async fn upstream_reset_before_the_response_headers_is_502() {
     .await;
     let sidecar = raw_sidecar(addr, &sts, &[]).await;
     let res = get(&sidecar.url("/reset")).await;
-    assert_sidecar_error(&res, 502, "upstream_unreachable");
+    res.assert_sidecar(502, "upstream_unreachable");
     let head = heads
         .recv()
         .await
@@ -936,7 +858,7 @@ async fn upstream_stalled_past_request_timeout_is_504_and_the_exchange_is_abando
     let started = Instant::now();
     let res = get(&sidecar.url("/stall")).await;
     let answered = started.elapsed();
-    assert_sidecar_error(&res, 504, "upstream_timeout");
+    res.assert_sidecar(504, "upstream_timeout");
     assert!(
         answered >= Duration::from_secs(1) && answered < Duration::from_secs(4),
         "answered after {answered:?}"
@@ -1111,7 +1033,7 @@ async fn upstream_h2_abrupt_goaway_is_502_then_a_new_connection_serves() {
     let sidecar = h2_sidecar(addr, &ca, &sts).await;
 
     let res = get(&sidecar.url("/doomed")).await;
-    assert_sidecar_error(&res, 502, "upstream_unreachable");
+    res.assert_sidecar(502, "upstream_unreachable");
     let (conn, path, signed) = next_request(&mut events).await;
     assert_eq!((conn, path.as_str(), signed), (0, "/Prod/doomed", true));
     wait_closed(&mut events, 0).await;

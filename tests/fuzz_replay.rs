@@ -1,5 +1,5 @@
-//! Replays the fuzz corpora (`fuzz/corpus/prepare/`, `fuzz/corpus/framing/`) through the same
-//! checks the fuzz targets run (`fuzz/check.rs`), so a plain `cargo test` on stable re-checks every input the fuzzer
+//! Replays the fuzz corpus (`fuzz/corpus/prepare/`) through the same
+//! checks the fuzz target runs (`fuzz/check.rs`), so a plain `cargo test` on stable re-checks every input the fuzzer
 //! kept, without nightly or cargo-fuzz.
 
 include!("../fuzz/check.rs");
@@ -31,11 +31,6 @@ fn replay(target: &str, check: fn(&[u8])) {
 #[test]
 fn fuzz_corpus_replays_clean() {
     replay("prepare", check_prepare);
-}
-
-#[test]
-fn framing_corpus_replays_clean() {
-    replay("framing", check_framing);
 }
 
 #[test]

@@ -180,9 +180,7 @@ async fn bad_config_exits_1_before_listening() {
 /// `promtool check metrics` must report nothing on a real scrape (with traffic of every kind).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_promtool() {
-    let sts = sts(LIFETIME).await;
-    let gw = gateway(&sts).await;
-    let sidecar = ready_sidecar(Launch::new(&gw.url(), &sts)).await;
+    let (_sts, _gw, sidecar) = ready_stack(LIFETIME, |l| l).await;
     get(&sidecar.url("/ok")).await;
     send("POST", &sidecar.url("/ok"), &[], "body").await;
     raw(
@@ -246,11 +244,7 @@ async fn secrets_never_reach_the_logs_even_at_debug() {
         let sts = sts(LIFETIME).await;
         let gw = gateway(&sts).await;
         let mut sidecar = Launch::new(&gw.url(), &sts).start_with_env(&[extra]);
-        assert!(
-            sidecar.wait_for_refreshes(1, Duration::from_secs(20)),
-            "{}",
-            sidecar.logs()
-        );
+        sidecar.expect_refreshes(1, Duration::from_secs(20));
         let res = send(
             "POST",
             &sidecar.url("/secret?token=abc"),

@@ -4,14 +4,12 @@
 //! `max_header_bytes`.
 
 mod common;
-#[path = "support/wire.rs"]
-mod wire;
 
 use std::time::{Duration, Instant};
 
+use common::wire::{exchange, Conn};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use wire::{exchange, Conn};
 
 const LIFETIME: Duration = Duration::from_secs(3600);
 const ANSWER: Duration = Duration::from_secs(5);
@@ -122,14 +120,11 @@ async fn max_connections_answers_503_overloaded_and_frees_slots_on_close() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inflight_body_budget_refuses_uploads_that_would_exceed_it() {
-    let sts = sts(LIFETIME).await;
-    let gw = gateway(&sts).await;
     // Room for one 2 MiB body plus a little: two max-size uploads can never be held at once.
-    let sidecar = ready_sidecar(
-        Launch::new(&gw.url(), &sts)
-            .set("MAX_BODY_BYTES", &(2 * MIB).to_string())
-            .set("MAX_INFLIGHT_BODY_BYTES", &(3 * MIB).to_string()),
-    )
+    let (_sts, gw, sidecar) = ready_stack(LIFETIME, |l| {
+        l.set("MAX_BODY_BYTES", &(2 * MIB).to_string())
+            .set("MAX_INFLIGHT_BODY_BYTES", &(3 * MIB).to_string())
+    })
     .await;
     let upload_head = |path: &str, len: usize| {
         format!("POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: {len}\r\n\r\n")
@@ -214,10 +209,7 @@ async fn inflight_body_budget_refuses_uploads_that_would_exceed_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_read_timeout_disconnects_slow_and_silent_clients() {
-    let sts = sts(LIFETIME).await;
-    let gw = gateway(&sts).await;
-    let sidecar =
-        ready_sidecar(Launch::new(&gw.url(), &sts).set("HEADER_READ_TIMEOUT", "1s")).await;
+    let (_sts, gw, sidecar) = ready_stack(LIFETIME, |l| l.set("HEADER_READ_TIMEOUT", "1s")).await;
 
     /// Connects, sends `first` then `trickle` one byte per 200 ms, and returns how long the
     /// server took to close the connection (None: still open after 6 s).
@@ -289,10 +281,7 @@ async fn header_read_timeout_disconnects_slow_and_silent_clients() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_header_bytes_answers_431() {
-    let sts = sts(LIFETIME).await;
-    let gw = gateway(&sts).await;
-    let sidecar =
-        ready_sidecar(Launch::new(&gw.url(), &sts).set("MAX_HEADER_BYTES", "16384")).await;
+    let (_sts, gw, sidecar) = ready_stack(LIFETIME, |l| l.set("MAX_HEADER_BYTES", "16384")).await;
 
     // Under the limit: forwarded.
     let fits = "f".repeat(12 * 1024);

@@ -10,14 +10,13 @@
 //! - Diagnostics: AWS's 403s are counted, one warn per window, the token never logged.
 
 mod common;
-#[path = "support/wire.rs"]
-mod wire;
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::wire::{self, Conn};
 use common::*;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -28,7 +27,6 @@ use sigv4_testbed::gateway::{HOP_CLIENT_IP, HOP_VIA};
 use sigv4_testbed::StsEmulator;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
-use wire::Conn;
 
 const LIFETIME: Duration = Duration::from_secs(3600);
 const API: &str = "abc123.execute-api.us-east-1.amazonaws.com";

@@ -104,11 +104,7 @@ service = "lambda"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_route_signs_with_its_own_role_service_and_region() {
     let t = three_routes(StsMode::Ok).await;
-    assert!(
-        t.sidecar.wait_for_refreshes(2, Duration::from_secs(20)),
-        "{}",
-        t.sidecar.logs()
-    );
+    t.sidecar.expect_refreshes(2, Duration::from_secs(20));
     let search_addr = t.sidecar.route_addr("search");
     let fn_addr = t.sidecar.route_addr("fn");
     assert_eq!(get(&t.sidecar.admin_url("/readyz")).await.status, 200);
@@ -233,16 +229,8 @@ async fn a_route_never_signs_with_another_routes_role() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_names_every_route() {
     let t = three_routes(StsMode::AccessDenied).await;
-    assert!(
-        t.sidecar
-            .wait_for_log(
-                |v| v["message"] == "credential refresh failed",
-                Duration::from_secs(30)
-            )
-            .is_some(),
-        "{}",
-        t.sidecar.logs()
-    );
+    t.sidecar
+        .expect_log("credential refresh failed", Duration::from_secs(30));
     let ready = get(&t.sidecar.admin_url("/readyz")).await;
     assert_eq!(ready.status, 503);
     let v = ready.json();
@@ -265,11 +253,7 @@ async fn readiness_names_every_route() {
     assert_eq!(res.sidecar_error(), Some("credentials_unavailable"));
 
     t.sts.set_mode(StsMode::Ok);
-    assert!(
-        t.sidecar.wait_for_refreshes(2, Duration::from_secs(40)),
-        "{}",
-        t.sidecar.logs()
-    );
+    t.sidecar.expect_refreshes(2, Duration::from_secs(40));
     let ready = get(&t.sidecar.admin_url("/readyz")).await;
     assert_eq!(ready.status, 200, "{}", ready.json());
 }

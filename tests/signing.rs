@@ -14,9 +14,7 @@ const LIFETIME: Duration = Duration::from_secs(3600);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_method_and_body_shape_is_signed_and_accepted() {
-    let sts = sts(LIFETIME).await;
-    let gw = gateway(&sts).await;
-    let sidecar = ready_sidecar(Launch::new(&gw.url(), &sts)).await;
+    let (_sts, gw, sidecar) = ready_stack(LIFETIME, |l| l).await;
 
     let binary: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
     let big: Vec<u8> = (0..9 * 1024 * 1024).map(|i| (i * 7 % 251) as u8).collect();
@@ -73,9 +71,7 @@ async fn every_method_and_body_shape_is_signed_and_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_and_query_arrive_byte_for_byte() {
-    let sts = sts(LIFETIME).await;
-    let gw = gateway(&sts).await;
-    let sidecar = ready_sidecar(Launch::new(&gw.url(), &sts)).await;
+    let (_sts, gw, sidecar) = ready_stack(LIFETIME, |l| l).await;
     let targets = [
         "/hello-world",
         "/",
@@ -111,9 +107,7 @@ async fn path_and_query_arrive_byte_for_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_to_end_headers_pass_and_hop_by_hop_and_client_signing_headers_do_not() {
-    let sts = sts(LIFETIME).await;
-    let gw = gateway(&sts).await;
-    let sidecar = ready_sidecar(Launch::new(&gw.url(), &sts)).await;
+    let (_sts, gw, sidecar) = ready_stack(LIFETIME, |l| l).await;
     let res = send(
         "POST",
         &sidecar.url("/h"),
@@ -180,13 +174,10 @@ async fn end_to_end_headers_pass_and_hop_by_hop_and_client_signing_headers_do_no
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signs_with_the_assumed_role_session_credentials() {
-    let sts = sts(LIFETIME).await;
-    let gw = gateway(&sts).await;
-    let sidecar = ready_sidecar(
-        Launch::new(&gw.url(), &sts)
-            .set("EXTERNAL_ID", "ext-id-1234")
-            .set("ROLE_DURATION", "15m"),
-    )
+    let (sts, _gw, sidecar) = ready_stack(LIFETIME, |l| {
+        l.set("EXTERNAL_ID", "ext-id-1234")
+            .set("ROLE_DURATION", "15m")
+    })
     .await;
     let echo = get(&sidecar.url("/who")).await.json();
     let issued = sts.issued();
@@ -219,9 +210,7 @@ async fn signs_with_the_assumed_role_session_credentials() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_request_bodies_are_hashed_whole() {
-    let sts = sts(LIFETIME).await;
-    let gw = gateway(&sts).await;
-    let sidecar = ready_sidecar(Launch::new(&gw.url(), &sts)).await;
+    let (_sts, gw, sidecar) = ready_stack(LIFETIME, |l| l).await;
     let req = b"POST /chunked?a=1 HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
     let answer = raw(sidecar.proxy, req, Duration::from_secs(10)).await;
     assert_eq!(raw_status(&answer), 200, "{answer}");

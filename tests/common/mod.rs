@@ -6,7 +6,10 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod wire;
+
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -21,6 +24,7 @@ use sigv4_testbed::gateway::{Backend, Gateway, GatewayConfig};
 use sigv4_testbed::sigv4::Credentials;
 use sigv4_testbed::sts::{StsConfig, StsEmulator};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 pub const REGION: &str = "us-east-1";
 pub const ROLE: &str = "arn:aws:iam::111111111111:role/sidecar-caller";
@@ -287,6 +291,28 @@ impl Sidecar {
         self.wait_for_count(|v| v["message"] == "credentials refreshed", n, timeout)
     }
 
+    /// Asserts the `n`-th "credentials refreshed" line arrives within `timeout`.
+    #[track_caller]
+    pub fn expect_refreshes(&self, n: usize, timeout: Duration) {
+        assert!(
+            self.wait_for_refreshes(n, timeout),
+            "fewer than {n} credential refreshes within {timeout:?}; logs:\n{}",
+            self.logs()
+        );
+    }
+
+    /// Asserts a log line with this `message` arrives within `timeout`; returns it.
+    #[track_caller]
+    pub fn expect_log(&self, message: &str, timeout: Duration) -> serde_json::Value {
+        self.wait_for_log(|v| v["message"] == message, timeout)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {message:?} log line within {timeout:?}; logs:\n{}",
+                    self.logs()
+                )
+            })
+    }
+
     /// Everything the process printed so far.
     pub fn logs(&self) -> String {
         self.logs.0.lock().expect("log lock").join("\n")
@@ -350,6 +376,22 @@ impl Reply {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// Asserts this is one of the sidecar's own answers: status, code header, JSON body.
+    #[track_caller]
+    pub fn assert_sidecar(&self, status: u16, code: &str) {
+        assert_eq!(
+            self.status,
+            status,
+            "{:?}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(self.sidecar_error(), Some(code));
+        assert_eq!(self.json()["error"], code);
+        assert!(self.json()["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
     }
 
     /// The sidecar's own error code, if it produced this answer.
@@ -447,14 +489,22 @@ pub async fn wait_status(url: &str, status: u16, timeout: Duration) -> bool {
     false
 }
 
+/// The usual stack: an STS emulator whose credentials live `lifetime`, an echoing gateway, and
+/// a sidecar for it (`configure` adjusts the launch), started and ready.
+pub async fn ready_stack(
+    lifetime: Duration,
+    configure: impl FnOnce(Launch) -> Launch,
+) -> (StsEmulator, Gateway, Sidecar) {
+    let sts = sts(lifetime).await;
+    let gw = gateway(&sts).await;
+    let sidecar = ready_sidecar(configure(Launch::new(&gw.url(), &sts))).await;
+    (sts, gw, sidecar)
+}
+
 /// Starts a sidecar and waits until its first credentials arrived and `/readyz` says so.
 pub async fn ready_sidecar(launch: Launch) -> Sidecar {
     let s = launch.start();
-    assert!(
-        s.wait_for_refreshes(1, Duration::from_secs(20)),
-        "no credentials; logs:\n{}",
-        s.logs()
-    );
+    s.expect_refreshes(1, Duration::from_secs(20));
     let ready = get(&s.admin_url("/readyz")).await;
     assert_eq!(ready.status, 200, "{:?}", ready.body);
     s
@@ -578,4 +628,44 @@ impl Sidecar {
             .filter(|v| pred(v))
             .collect()
     }
+}
+
+/// A hand-made upstream on 127.0.0.1: `serve` runs for every accepted connection (with its
+/// index). Lives until the test's runtime ends.
+pub async fn raw_upstream<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(TcpStream, usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve(stream, n));
+            n += 1;
+        }
+    });
+    addr
+}
+
+/// A ready sidecar in front of a hand-made upstream at `addr` (`extra`: settings).
+pub async fn raw_sidecar(addr: SocketAddr, sts: &StsEmulator, extra: &[(&str, &str)]) -> Sidecar {
+    let mut launch = Launch::new(&format!("http://{addr}/Prod"), sts);
+    for (k, v) in extra {
+        launch = launch.set(k, v);
+    }
+    ready_sidecar(launch).await
+}
+
+/// Waits until the request is no longer counted in flight.
+pub async fn assert_inflight_returns_to_zero(sidecar: &Sidecar) {
+    let r = wait_metric(
+        sidecar,
+        "sigv4_sidecar_inflight_requests{route=\"default\"}",
+        |v| v == 0.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(r.is_ok(), "inflight stuck at {r:?}");
 }

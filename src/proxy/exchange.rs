@@ -1,0 +1,150 @@
+//! One exchange in flight: metrics and the access log line, recorded exactly once, when the
+//! response body ends, fails or is dropped.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Method, Request, Uri};
+use hyper::body::Incoming;
+
+use super::Route;
+
+/// Method label with bounded cardinality: unknown methods are counted as `other`.
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// One request/response exchange in flight. Dropping it (when the response body ends, fails,
+/// or the client goes away) records the metrics and writes the access log line.
+pub struct Exchange {
+    route: Arc<Route>,
+    method: &'static str,
+    /// The request URI (a cheap reference-counted copy); only its path is logged.
+    uri: Uri,
+    started: Instant,
+    pub(super) status: u16,
+    pub(super) error: Option<&'static str>,
+    pub(super) upstream: Option<Duration>,
+    pub(super) bytes_in: u64,
+    pub(super) bytes_out: u64,
+    pub(super) outcome: &'static str,
+    /// A streamed request body: its byte count is final only when the exchange ends.
+    pub(super) streamed: Option<Arc<super::upstream_body::Streamed>>,
+}
+
+impl Exchange {
+    pub(super) fn start(route: Arc<Route>, req: &Request<Incoming>) -> Self {
+        route.inflight.inc();
+        Exchange {
+            method: method_label(req.method()),
+            // The query is left out of logs: it may carry things the app considers private.
+            uri: req.uri().clone(),
+            started: Instant::now(),
+            status: 0,
+            error: None,
+            upstream: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            // Until the body ends, a drop means the client went away.
+            outcome: "client_gone",
+            streamed: None,
+            route,
+        }
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        let r = &self.route;
+        r.inflight.dec();
+        let elapsed = self.started.elapsed();
+        let m = &r.metrics;
+        let code = itoa_status(self.status);
+        m.requests_total
+            .with_label_values(&[&r.name, self.method, code])
+            .inc();
+        m.request_duration
+            .with_label_values(&[&r.name, self.method])
+            .observe(elapsed.as_secs_f64());
+        if let Some(e) = self.error {
+            m.errors_total.with_label_values(&[&r.name, e]).inc();
+        }
+        if let Some(s) = &self.streamed {
+            self.bytes_in = s.bytes();
+        }
+        tracing::info!(
+            target: "sigv4_sidecar::access",
+            route = %r.name,
+            method = self.method,
+            path = %self.uri.path(),
+            status = self.status,
+            duration_ms = elapsed.as_secs_f64() * 1e3,
+            upstream_ms = self.upstream.map(|d| d.as_secs_f64() * 1e3),
+            bytes_in = self.bytes_in,
+            bytes_out = self.bytes_out,
+            error = self.error,
+            outcome = self.outcome,
+            "request"
+        );
+    }
+}
+
+/// Status code as a label without allocating for the common codes.
+fn itoa_status(status: u16) -> &'static str {
+    const CODES: &[(u16, &str)] = &[
+        (200, "200"),
+        (201, "201"),
+        (202, "202"),
+        (204, "204"),
+        (206, "206"),
+        (301, "301"),
+        (302, "302"),
+        (304, "304"),
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (405, "405"),
+        (409, "409"),
+        (413, "413"),
+        (429, "429"),
+        (500, "500"),
+        (502, "502"),
+        (503, "503"),
+        (504, "504"),
+    ];
+    CODES.iter().find(|(c, _)| *c == status).map_or(
+        match status / 100 {
+            1 => "1xx",
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            5 => "5xx",
+            _ => "0",
+        },
+        |(_, s)| s,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_labels() {
+        assert_eq!(itoa_status(200), "200");
+        assert_eq!(itoa_status(418), "4xx");
+        assert_eq!(itoa_status(0), "0");
+    }
+}
