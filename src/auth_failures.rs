@@ -148,23 +148,32 @@ fn message_of(body: &[u8]) -> String {
     text.into_owned()
 }
 
-/// Replaces the session token, wherever it appears, and any `x-amz-security-token` line's
-/// value (AWS's own canonical request in its message lists it) by `<redacted>`.
-pub fn redact(text: &str, token: Option<&str>) -> String {
-    let mut out = match token.filter(|t| !t.is_empty()) {
-        Some(t) => text.replace(t, "<redacted>"),
-        None => text.to_string(),
-    };
-    let needle = "x-amz-security-token:";
-    let mut from = 0;
-    while let Some(i) = out[from..].to_ascii_lowercase().find(needle) {
-        let start = from + i + needle.len();
-        let end = out[start..]
-            .find(['\n', '\r', '"', '\\'])
-            .map_or(out.len(), |e| start + e);
-        out.replace_range(start..end, "<redacted>");
-        from = start + "<redacted>".len();
+/// Replaces every secret in `secrets`, wherever it appears, and the value of every canonical
+/// header line `<name>:<value>` for the names in `headers` (lowercase; AWS's own canonical
+/// request in its message lists them) by `<redacted>`.
+pub fn redact(text: &str, secrets: &[&str], headers: &[&str]) -> String {
+    let mut out = text.to_string();
+    for s in secrets.iter().filter(|s| s.len() >= 4) {
+        out = out.replace(s, "<redacted>");
     }
+    for name in headers {
+        let needle = format!("{name}:");
+        let mut from = 0;
+        while let Some(i) = out[from..].to_ascii_lowercase().find(&needle) {
+            let start = from + i + needle.len();
+            let end = out[start..]
+                .find(['\n', '\r', '"', '\\'])
+                .map_or(out.len(), |e| start + e);
+            out.replace_range(start..end, "<redacted>");
+            from = start + "<redacted>".len();
+        }
+    }
+    out
+}
+
+/// The upstream's message as logged: secrets redacted, cut to a few KiB.
+pub fn shown_message(text: &str, secrets: &[&str], headers: &[&str]) -> String {
+    let mut out = redact(text, secrets, headers);
     if out.len() > MESSAGE_LIMIT {
         let mut cut = MESSAGE_LIMIT;
         while !out.is_char_boundary(cut) {
@@ -292,13 +301,20 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
-        let shown = redact(&message_of(mismatch), Some("SECRETTOKEN"));
+        let shown = shown_message(&message_of(mismatch), &["SECRETTOKEN"], &[]);
         assert!(
             !shown.contains("SECRETTOKEN") && shown.contains("x-amz-security-token:<redacted>"),
             "{shown}"
         );
-        let shown = redact("a\nX-Amz-Security-Token:zzz\nb", None);
-        assert_eq!(shown, "a\nX-Amz-Security-Token:<redacted>\nb");
+        let shown = redact(
+            "a\nX-Amz-Security-Token:zzz\nx-original-authorization:Bearer t\nb",
+            &[],
+            &["x-amz-security-token", "x-original-authorization"],
+        );
+        assert_eq!(
+            shown,
+            "a\nX-Amz-Security-Token:<redacted>\nx-original-authorization:<redacted>\nb"
+        );
     }
 
     #[test]

@@ -97,6 +97,9 @@ pub struct RouteSigner {
     pub algorithm: Algorithm,
     pub payload: Payload,
     unsigned_headers: Vec<HeaderName>,
+    /// `client_authorization_to`: it carries the app's bearer token, signed, so diagnostics
+    /// redact it like the session token.
+    client_authorization_to: Option<HeaderName>,
     settings: SigningSettings,
 }
 
@@ -126,8 +129,27 @@ impl RouteSigner {
             algorithm: cfg.reach.algorithm.clone(),
             payload: cfg.reach.payload,
             unsigned_headers: cfg.reach.unsigned_headers.clone(),
+            client_authorization_to: cfg.reach.client_authorization_to.clone(),
             settings,
         }
+    }
+
+    /// `text` (a canonical request, the upstream's message) with every secret of `signed` in
+    /// it redacted: the session token and the app's own `Authorization`
+    /// (`client_authorization_to`), by value and as canonical header lines.
+    pub fn redact(&self, text: &str, signed: &Signed) -> String {
+        let mut secrets: Vec<&str> = signed.security_token().into_iter().collect();
+        let mut names = vec!["x-amz-security-token"];
+        if let Some(h) = &self.client_authorization_to {
+            names.push(h.as_str());
+            secrets.extend(signed.headers.get(h).and_then(|v| v.to_str().ok()));
+        }
+        crate::auth_failures::redact(text, &secrets, &names)
+    }
+
+    /// The upstream's message as the warning shows it: redacted as [`Self::redact`], cut short.
+    pub fn shown_message(&self, text: &str, signed: &Signed) -> String {
+        crate::auth_failures::shown_message(&self.redact(text, signed), &[], &[])
     }
 
     /// Whether header `name` (lowercase) is forwarded without being signed.

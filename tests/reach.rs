@@ -601,15 +601,32 @@ async fn aws_refusals_are_counted_and_explained_once_per_window() {
 async fn debug_logs_every_canonical_request_redacted() {
     let sts = sts(LIFETIME).await;
     let gw = gateway(&sts).await;
-    let sidecar = ready_sidecar(Launch::new(&gw.url(), &sts).set("LOG_LEVEL", "debug")).await;
-    assert_eq!(get(&sidecar.url("/a?x=1")).await.status, 200);
+    let sidecar = ready_sidecar(
+        Launch::new(&gw.url(), &sts)
+            .set("LOG_LEVEL", "debug")
+            .set("CLIENT_AUTHORIZATION_TO", "x-original-authorization"),
+    )
+    .await;
+    let r = send(
+        "GET",
+        &sidecar.url("/a?x=1"),
+        &[("authorization", "Bearer app-token-456")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
     let line = sidecar
         .wait_for_log(|v| v["message"] == "signed request", Duration::from_secs(5))
         .unwrap_or_else(|| panic!("no canonical request logged:\n{}", sidecar.logs()));
     let creq = line["canonical_request"].as_str().unwrap_or_default();
     assert!(creq.starts_with("GET\n/Prod/a\nx=1\n"), "{creq}");
     assert!(creq.contains("x-amz-security-token:"), "{creq}");
+    assert!(creq.contains("\nx-original-authorization:"), "{creq}");
     let logs = sidecar.logs();
+    assert!(
+        !logs.contains("app-token-456"),
+        "the app's bearer token is logged"
+    );
     for issued in sts.issued() {
         let token = issued.credentials.session_token.clone().unwrap_or_default();
         assert!(!logs.contains(&token), "session token logged at debug");

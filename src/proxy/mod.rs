@@ -203,13 +203,12 @@ impl Route {
         let peeked = auth_failures::peek(body, declared, self.request_timeout).await;
         if let Some(refusal) = auth_failures::classify(headers, &peeked.prefix) {
             if self.auth_failures.record(refusal.reason) {
-                let token = signed.security_token();
                 let d = self.signer.diagnostics(signed);
                 tracing::warn!(
                     route = %self.name,
                     reason = refusal.reason.label(),
                     upstream_error_type = refusal.error_type.as_deref(),
-                    upstream_message = %auth_failures::redact(&refusal.message, token),
+                    upstream_message = %self.signer.shown_message(&refusal.message, signed),
                     canonical_request = d.as_ref().map(|d| d.canonical_request.as_str()),
                     string_to_sign = d.as_ref().map(|d| d.string_to_sign.as_str()),
                     "upstream refused the request's credentials or signature; compare its \
