@@ -63,7 +63,9 @@ ENV CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER=x86_64-linux-gnu-gcc \
 COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked -p sigv4-sidecar --target "$(cat /rust-target)" --recipe-path recipe.json
 COPY . .
-# The same cargo command as CI's release build (plus --target for the cross build).
+# The same cargo command as CI's release build (plus --target for the cross build). The release
+# profile strips symbols (fat LTO, one codegen unit: Cargo.toml); for a crash report or a
+# profile, build `--profile profiling` from the same revision: same code, with symbols.
 RUN cargo build --release --locked -p sigv4-sidecar --target "$(cat /rust-target)" \
     && cp "target/$(cat /rust-target)/release/sigv4-sidecar" /sigv4-sidecar
 # Smoke test where the binary can run (a native, non-cross build).

@@ -35,6 +35,10 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/release
+# The release binary is stripped; a profile needs symbols: the profiling profile is the same
+# code (LTO, one codegen unit) with line tables.
+SIDECAR_BIN=$BIN/sigv4-sidecar
+[ "${PROFILE:-0}" = 1 ] && SIDECAR_BIN=$TARGET_DIR/profiling/sigv4-sidecar
 CLK_TCK=$(getconf CLK_TCK)
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -59,7 +63,9 @@ NCPU=$(nproc --all)
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
     log "building (release)"
     (cd "$ROOT" && cargo build --release -p sigv4-sidecar -p sigv4-testbed --bins)
+    if [ "${PROFILE:-0}" = 1 ]; then (cd "$ROOT" && cargo build --profile profiling -p sigv4-sidecar); fi
 fi
+[ -x "$SIDECAR_BIN" ] || die "$SIDECAR_BIN is missing"
 for b in sigv4-sidecar bench-upstream local-stack; do
     [ -x "$BIN/$b" ] || die "$BIN/$b is missing (build it: cargo build --release -p sigv4-sidecar -p sigv4-testbed --bins)"
 done
@@ -150,7 +156,7 @@ env -i PATH="$PATH" HOME="$TMP" \
     AWS_ENDPOINT_URL_STS="http://127.0.0.1:$STS_PORT" \
     AWS_EC2_METADATA_DISABLED=true \
     AWS_CONFIG_FILE="$TMP/none" AWS_SHARED_CREDENTIALS_FILE="$TMP/none" \
-    taskset -c "$PROXY_CPU" "$BIN/sigv4-sidecar" >"$TMP/sidecar.log" 2>&1 &
+    taskset -c "$PROXY_CPU" "$SIDECAR_BIN" >"$TMP/sidecar.log" 2>&1 &
 SIDECAR_PID=$!
 PIDS+=("$SIDECAR_PID")
 ready=0

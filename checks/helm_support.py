@@ -1,9 +1,10 @@
 """Helpers for checks/test_helm.py: render charts with Helm's own engine (helm-python-sdk,
 no helm binary), split the output into Kubernetes objects, and validate them with
-kubernetes-validate (plus a subset schema for the PodMonitor CRD)."""
+kubernetes-validate (plus subset schemas for the PodMonitor and PrometheusRule CRDs)."""
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 from typing import Any
@@ -84,59 +85,105 @@ def k8s_versions() -> list[str]:
 # subset written from the CRD: every field the chart can emit, with the CRD's types and its
 # Duration pattern; anything else (a typo, a field of the wrong type) fails.
 _DURATION = "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
-PODMONITOR_SUBSET_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
+_LABELS = {"type": "object", "additionalProperties": {"type": "string"}}
+
+
+def _crd_subset_schema(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A monitoring.coreos.com/v1 object of `kind` with strict metadata and the given spec."""
+    return {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+        "properties": {
+            "apiVersion": {"const": "monitoring.coreos.com/v1"},
+            "kind": {"const": kind},
+            "metadata": {
+                "type": "object", "required": ["name"], "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", "maxLength": 253},
+                    "namespace": {"type": "string"},
+                    "labels": _LABELS,
+                    "annotations": _LABELS,
+                },
+            },
+            "spec": spec,
+        },
+    }
+
+
+PODMONITOR_SUBSET_SCHEMA: dict[str, Any] = _crd_subset_schema("PodMonitor", {
+    "type": "object", "required": ["selector", "podMetricsEndpoints"], "additionalProperties": False,
     "properties": {
-        "apiVersion": {"const": "monitoring.coreos.com/v1"},
-        "kind": {"const": "PodMonitor"},
-        "metadata": {
-            "type": "object", "required": ["name"], "additionalProperties": False,
-            "properties": {
-                "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", "maxLength": 253},
-                "namespace": {"type": "string"},
-                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-                "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+        "namespaceSelector": {
+            "type": "object", "additionalProperties": False,
+            "properties": {"any": {"type": "boolean"},
+                           "matchNames": {"type": "array", "items": {"type": "string"}}},
+        },
+        "selector": {
+            "type": "object", "additionalProperties": False,
+            "properties": {"matchLabels": {"type": "object", "minProperties": 1,
+                                           "additionalProperties": {"type": "string"}}},
+        },
+        "podMetricsEndpoints": {
+            "type": "array", "minItems": 1,
+            "items": {
+                "type": "object", "additionalProperties": False,
+                "properties": {
+                    "port": {"type": "string"},
+                    "path": {"type": "string"},
+                    "interval": {"type": "string", "pattern": _DURATION},
+                    "scrapeTimeout": {"type": "string", "pattern": _DURATION},
+                },
             },
         },
-        "spec": {
-            "type": "object", "required": ["selector", "podMetricsEndpoints"], "additionalProperties": False,
-            "properties": {
-                "namespaceSelector": {
-                    "type": "object", "additionalProperties": False,
-                    "properties": {"any": {"type": "boolean"},
-                                   "matchNames": {"type": "array", "items": {"type": "string"}}},
-                },
-                "selector": {
-                    "type": "object", "additionalProperties": False,
-                    "properties": {"matchLabels": {"type": "object", "minProperties": 1,
-                                                   "additionalProperties": {"type": "string"}}},
-                },
-                "podMetricsEndpoints": {
-                    "type": "array", "minItems": 1,
-                    "items": {
-                        "type": "object", "additionalProperties": False,
-                        "properties": {
-                            "port": {"type": "string"},
-                            "path": {"type": "string"},
-                            "interval": {"type": "string", "pattern": _DURATION},
-                            "scrapeTimeout": {"type": "string", "pattern": _DURATION},
+    },
+})
+
+
+# The PrometheusRule CRD, the same way: a strict subset of its schema (spec.groups[].rules[]).
+PROMETHEUSRULE_SUBSET_SCHEMA: dict[str, Any] = _crd_subset_schema("PrometheusRule", {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "groups": {
+            "type": "array",
+            "items": {
+                "type": "object", "required": ["name"], "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string", "minLength": 1},
+                    "interval": {"type": "string", "pattern": _DURATION},
+                    "rules": {
+                        "type": "array",
+                        "items": {
+                            "type": "object", "required": ["expr"], "additionalProperties": False,
+                            "oneOf": [{"required": ["alert"]}, {"required": ["record"]}],
+                            "properties": {
+                                "alert": {"type": "string"},
+                                "record": {"type": "string"},
+                                "expr": {"type": ["string", "integer"]},
+                                "for": {"type": "string", "pattern": _DURATION},
+                                "keep_firing_for": {"type": "string", "pattern": _DURATION},
+                                "labels": _LABELS,
+                                "annotations": _LABELS,
+                            },
                         },
                     },
                 },
             },
         },
     },
-}
+})
+
+CRD_SUBSET_SCHEMAS = {"PodMonitor": PODMONITOR_SUBSET_SCHEMA, "PrometheusRule": PROMETHEUSRULE_SUBSET_SCHEMA}
 
 
 def validate_k8s(obj: dict[str, Any], version: str) -> str:
     """Validate one object strictly; returns what it was validated against."""
     data = strip(obj)
     if data.get("apiVersion") == "monitoring.coreos.com/v1":
-        jsonschema.Draft7Validator(PODMONITOR_SUBSET_SCHEMA).validate(data)
-        return "PodMonitor subset schema"
+        kind = data.get("kind")
+        assert kind in CRD_SUBSET_SCHEMAS, f"no subset schema for monitoring.coreos.com/v1 {kind}"
+        jsonschema.Draft7Validator(CRD_SUBSET_SCHEMAS[kind]).validate(data)
+        return f"{kind} subset schema"
     try:
         return kv.validate(data, version, strict=True)
     except kv.ValidationError as e:
@@ -163,3 +210,20 @@ def prepare_example(workdir: Path) -> Path:
     after = {d["name"]: d["status"] for d in helm.dependency_list(example)}
     assert after == {"sigv4-sidecar": "ok"}, after
     return example
+
+
+# --- the alerting rules --------------------------------------------------------------------
+
+def rules(values: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The Prometheus rules file (`groups: ...`) the chart renders from files/alerts.yaml into
+    its PrometheusRule, with metrics.prometheusRule.enabled forced on. What promtool and the
+    real-Prometheus check use: the chart's own output, so neither can drift from it."""
+    vals = copy.deepcopy(values) if values else {"config": {"upstream": UPSTREAM}}
+    vals.setdefault("metrics", {}).setdefault("prometheusRule", {})["enabled"] = True
+    rule = one(render_objects(vals), "PrometheusRule")
+    return rule["spec"]
+
+
+def write_rules(path: Path, values: dict[str, Any] | None = None) -> Path:
+    path.write_text(yaml.safe_dump(rules(values), sort_keys=False))
+    return path
