@@ -95,11 +95,22 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// Header lines hyper accepts in one head: as many as fit in `max_header_bytes` (the
-    /// shortest line, `a:` + CRLF, is 4 bytes), so the byte limit is the only one an app meets
-    /// (hyper's own default of 100 lines would answer a bare 431 to a head well within it).
+    /// Header lines hyper accepts in one head. hyper's default of 100 answered a bare 431 to
+    /// heads well within `max_header_bytes`; as many as could fit (`max_header_bytes / 4`, the
+    /// shortest line being `a:` + CRLF) cost every request dearly, because hyper allocates room
+    /// for that many lines per parse: 16 384 lines (the 64 KiB default) made glibc map and unmap
+    /// ~0.8 MB per request and cut throughput 13x (bench/run.sh, get-small-c64), and the cliff
+    /// is near 2 600 lines. 1 024 lines cost ~30 ns a parse; beyond them hyper answers 431.
+    pub const MAX_HEADER_LINES: usize = 1024;
+
+    /// [`Self::MAX_HEADER_LINES`], or fewer when fewer can fit in `max_header_bytes`.
     pub const fn max_header_lines(max_header_bytes: usize) -> usize {
-        max_header_bytes / 4
+        let fit = max_header_bytes / 4;
+        if fit < Self::MAX_HEADER_LINES {
+            fit
+        } else {
+            Self::MAX_HEADER_LINES
+        }
     }
 }
 
