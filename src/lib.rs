@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod route_signing;
 pub mod server;
 pub mod signing;
+pub mod sigv4_text;
 pub mod telemetry;
 
 use std::future::Future;

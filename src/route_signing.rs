@@ -158,18 +158,44 @@ impl RouteSigner {
     }
 
     /// The canonical request and string-to-sign behind `signed`'s signature, for the
-    /// rejected-signature warning and the debug log. Not on the hot path.
+    /// rejected-signature warning and the debug log, secrets redacted. Not on the hot path: it
+    /// signs the request again, with the same inputs, to read what aws-sigv4 computed.
     pub fn diagnostics(&self, signed: &Signed) -> Option<Diagnostics> {
-        // aws-sigv4 keeps its canonical request private; the signer that exposes it comes with
-        // the hot-path signer (issue 14), which this is wired to when the branches meet.
-        let _ = (
-            &signed.method,
-            &signed.uri,
-            &signed.headers,
-            &signed.creds,
-            signed.now,
+        let (mut parts, ()) = http::Request::builder()
+            .method(signed.method.clone())
+            .uri(signed.uri.clone())
+            .body(())
+            .ok()?
+            .into_parts();
+        parts.headers = signed.headers.clone();
+        let mut result = Ok(());
+        let canonical = crate::sigv4_text::canonical_request_of(|| {
+            result = self.sign(&mut parts, signed.body_hash(), &signed.creds, signed.now);
+        })?;
+        result.ok()?;
+        let amz_date = parts.headers.get("x-amz-date")?.to_str().ok()?;
+        let day = amz_date.get(..8)?;
+        let (algorithm, scope) = match &self.algorithm {
+            Algorithm::SigV4 => (
+                "AWS4-HMAC-SHA256",
+                format!("{day}/{}/{}/aws4_request", self.region, self.service),
+            ),
+            Algorithm::SigV4a { .. } => (
+                "AWS4-ECDSA-P256-SHA256",
+                format!("{day}/{}/aws4_request", self.service),
+            ),
+        };
+        let string_to_sign = crate::sigv4_text::string_to_sign(
+            algorithm,
+            amz_date,
+            &scope,
+            &canonical,
+            &parts.headers,
         );
-        None
+        Some(Diagnostics {
+            canonical_request: self.redact(&canonical, signed),
+            string_to_sign,
+        })
     }
 
     /// Signs `parts` in place: adds `Authorization`, `X-Amz-Date`, for session credentials

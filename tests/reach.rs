@@ -534,6 +534,7 @@ async fn aws_refusals_are_counted_and_explained_once_per_window() {
         .expect("gateway");
     let sidecar = ready_sidecar(Launch::new(&gw.url(), &sts)).await;
     let window = Instant::now();
+    let mut last_refusal_body = None;
     for _ in 0..3 {
         let r = get(&sidecar.url("/hello")).await;
         assert_eq!(r.status, 403);
@@ -545,7 +546,9 @@ async fn aws_refusals_are_counted_and_explained_once_per_window() {
             "body unchanged: {msg}"
         );
         assert!(msg.contains("The Canonical String for this request should have been"));
+        last_refusal_body = Some(r);
     }
+    let last_refusal_body = last_refusal_body.expect("three refusals");
     assert_eq!(auth_failures(&sidecar, "signature_mismatch").await, 3.0);
     let warn = sidecar
         .wait_for_log(refusal_warn, Duration::from_secs(5))
@@ -561,9 +564,28 @@ async fn aws_refusals_are_counted_and_explained_once_per_window() {
         creq.starts_with("GET\n/Prod/hello\n") && creq.contains("\nhost:"),
         "the sidecar's canonical request: {warn}"
     );
-    assert!(warn["string_to_sign"]
+    // The gateway computed its own texts independently (AWS's message quotes them): the
+    // sidecar's string-to-sign is the same, its canonical request the same but for the token.
+    let body = last_refusal_body.json()["message"]
         .as_str()
-        .is_some_and(|s| s.starts_with("AWS4-HMAC-SHA256\n")));
+        .unwrap_or_default()
+        .to_string();
+    let quoted = |after: &str| {
+        body.split_once(after)
+            .and_then(|(_, rest)| rest.split_once("'\n"))
+            .map(|(q, _)| q.to_string())
+            .unwrap_or_else(|| panic!("no {after:?} in {body}"))
+    };
+    let gateway_sts = quoted("The String-to-Sign should have been\n'");
+    let gateway_creq = quoted("The Canonical String for this request should have been\n'");
+    assert_eq!(warn["string_to_sign"].as_str(), Some(gateway_sts.as_str()));
+    let token_line = |c: &str| {
+        c.lines()
+            .filter(|l| !l.starts_with("x-amz-security-token:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(token_line(creq), token_line(&gateway_creq));
 
     // Other reasons are counted too, within the same window without another warn.
     gw.set_forced_refusal(Some(Refusal::ExpiredToken));
