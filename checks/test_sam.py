@@ -4,7 +4,7 @@ Run: .venv/bin/pytest checks/test_sam.py
 
 The security checker reads the template (short tags such as !Ref/!Sub/!If parsed as data),
 resolves it for a few parameter sets (IRSA role elsewhere, with ExternalId, EKS Pod Identity,
-pod IRSA role created by the stack), runs the SAM translator in-process (offline, no managed
+pod IRSA role created by the stack, private API behind VPC endpoints), runs the SAM translator in-process (offline, no managed
 policy lookups) and fails on any lost property. Every property is shown to be able to fail:
 test_checker_rejects mutates a copy of the template and expects the checker to reject it.
 
@@ -44,6 +44,7 @@ API_ID = "api0id"  # what Ref Api resolves to while rendering
 ROLE_ARN_RE = re.compile(r"arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/([\w+=,.@-]+/)*[\w+=,.@-]{1,64}")
 
 POD_ROLE_ARN = "arn:aws:iam::111111111111:role/orders-pod"
+VPCE_IDS = "vpce-0abc123de4f5a6b7c,vpce-11112222333344445"
 OIDC_URL = "oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE"
 
 # Parameter sets the template must be secure under.
@@ -58,6 +59,14 @@ SCENARIOS = {
         "ServiceAccountName": "orders-api",
         "StageName": "v1",
         "ExternalId": "orders-7f3a",
+    },
+    "private": {"TrustedPrincipalArn": POD_ROLE_ARN, "EndpointType": "PRIVATE", "VpcEndpointIds": VPCE_IDS},
+    "private-create-pod-role": {
+        "CreatePodRole": "true",
+        "OidcProviderUrl": OIDC_URL,
+        "EndpointType": "PRIVATE",
+        "VpcEndpointIds": "vpce-0abc123de4f5a6b7c",
+        "StageName": "v1",
     },
 }
 
@@ -113,9 +122,19 @@ def sam_dump(template: dict, path: Path) -> Path:
 _NO_VALUE = object()
 
 
-def sam_params(template: dict, overrides: dict) -> dict:
+def sam_param_values(template: dict, overrides: dict) -> dict:
+    """Parameter values as CloudFormation hands them to the SAM transform: defaults, then the
+    overrides; a CommaDelimitedList as a list."""
     values = {name: str(p.get("Default", "")) for name, p in template.get("Parameters", {}).items()}
     values.update(overrides)
+    for name, p in template.get("Parameters", {}).items():
+        if p.get("Type") == "CommaDelimitedList":
+            values[name] = values[name].split(",")
+    return values
+
+
+def sam_params(template: dict, overrides: dict) -> dict:
+    values = sam_param_values(template, overrides)
     values.update(PSEUDO)
     return values
 
@@ -135,6 +154,12 @@ def sam_condition(expr, template: dict, params: dict) -> bool:
         return all(sam_condition(x, template, params) for x in arg)
     if fn == "Fn::Or":
         return any(sam_condition(x, template, params) for x in arg)
+    if fn == "Fn::Contains":  # Rules only: [list, value]
+        members, value = (sam_resolve(x, template, params) for x in arg)
+        return value in members
+    if fn == "Fn::EachMemberEquals":  # Rules only: [list, value]
+        members, value = (sam_resolve(x, template, params) for x in arg)
+        return all(m == value for m in members)
     raise ValueError(f"unsupported condition function {fn}")
 
 
@@ -224,7 +249,7 @@ def sam_rules_violations(template: dict, overrides: dict) -> list[str]:
 # The SAM transform, in-process and offline.
 
 
-def sam_transform(template: dict) -> dict:
+def sam_transform(template: dict, parameter_values: dict | None = None) -> dict:
     from boto3.session import Session
     from samtranslator.parser.parser import Parser
     from samtranslator.translator.translator import Translator
@@ -240,7 +265,8 @@ def sam_transform(template: dict) -> dict:
         raise SamSecurityError("the transform wanted to list IAM managed policies (needs AWS)")
 
     translator = Translator(None, Parser(), boto_session=Session(region_name=REGION))
-    return translator.translate(tpl, parameter_values={}, get_managed_policy_map=no_managed_policy_lookups)
+    return translator.translate(tpl, parameter_values=parameter_values or {},
+                                get_managed_policy_map=no_managed_policy_lookups)
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,6 +328,11 @@ def sam_check_parameter_patterns(template: dict) -> None:
         p = pattern(name)
         for bad in ("*", "orders*", "a:b", "A"):
             sam_require(p.fullmatch(bad) is None, f"{name} pattern accepts {bad!r}")
+    vpce = pattern("VpcEndpointIds")
+    for good in ("", "vpce-0abc123de4f5a6b7c", "vpce-1a2b3c4d"):
+        sam_require(vpce.fullmatch(good) is not None, f"VpcEndpointIds pattern rejects {good!r}")
+    for bad in ("*", "vpce-*", "vpce-0abc123de4f5a6b7c*", "vpc-0abc123d", "vpce-0ABC123DE"):
+        sam_require(vpce.fullmatch(bad) is None, f"VpcEndpointIds pattern accepts {bad!r}")
     oidc = pattern("OidcProviderUrl")
     sam_require(oidc.fullmatch(OIDC_URL) is not None, "OidcProviderUrl pattern rejects an EKS issuer")
     for bad in ("https://" + OIDC_URL, "*", OIDC_URL + "*"):
@@ -404,11 +435,15 @@ def sam_check_caller_role(rendered: dict, params: dict) -> None:
     sam_require(1 <= props.get("MaxSessionDuration", 3600) <= 3600,
                 "CallerRole MaxSessionDuration above 1 h (a chained session is capped at 1 h anyway)")
     sam_require(not props.get("ManagedPolicyArns"), "CallerRole has managed policies")
-    policies = props.get("Policies", [])
-    sam_require(len(policies) == 1, f"CallerRole needs exactly one inline policy, has {len(policies)}")
-    extra = _policies_attached_to(resources, "CallerRole", "callerrole0id")
-    sam_require(not extra, f"CallerRole gets more permissions from {[n for n, _ in extra]}")
-    pst = _single_statement(policies[0]["PolicyDocument"], "CallerRole policy")
+    sam_require(not props.get("Policies"), "CallerRole must get its one permission from CallerRoleInvokePolicy only")
+    attached = _policies_attached_to(resources, "CallerRole", "callerrole0id")
+    extra = [n for n, _ in attached if n != "CallerRoleInvokePolicy"]
+    sam_require(not extra, f"CallerRole gets more permissions from {extra}")
+    invoke = resources.get("CallerRoleInvokePolicy")
+    sam_require(invoke is not None and invoke["Type"] == "AWS::IAM::RolePolicy"
+                and invoke["Properties"].get("RoleName") == "callerrole0id",
+                "CallerRoleInvokePolicy (AWS::IAM::RolePolicy on CallerRole) missing")
+    pst = _single_statement(invoke["Properties"]["PolicyDocument"], "CallerRole policy")
     sam_require(_as_list(pst.get("Action")) == ["execute-api:Invoke"],
                 f"CallerRole may only execute-api:Invoke, has {pst.get('Action')!r}")
     resource_arn = (f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{API_ID}/"
@@ -453,6 +488,47 @@ def sam_check_pod_role(rendered: dict, params: dict) -> None:
                 f"PodRole may only assume CallerRole, has {pst.get('Resource')!r}")
 
 
+def sam_check_endpoint(transformed_rendered: dict, params: dict) -> None:
+    """EndpointType=PRIVATE: a PRIVATE API behind the given VPC endpoints whose resource policy
+    allows CallerRole only, only through those endpoints, and explicitly denies every other
+    source. REGIONAL: a regional API with no resource policy statements."""
+    apis = [r for r in transformed_rendered["Resources"].values() if r["Type"] == "AWS::ApiGateway::RestApi"]
+    sam_require(len(apis) == 1, "exactly one REST API expected")
+    props = apis[0]["Properties"]
+    endpoint = props.get("EndpointConfiguration", {})
+    policy = props.get("Body", {}).get("x-amazon-apigateway-policy", {})
+    statements = _as_list(policy.get("Statement", []))
+    if params.get("EndpointType") != "PRIVATE":
+        sam_require(endpoint == {"Types": ["REGIONAL"]}, f"REGIONAL API has endpoint configuration {endpoint!r}")
+        sam_require(not statements, f"REGIONAL API has resource policy statements {statements!r}")
+        return
+    vpces = params["VpcEndpointIds"]
+    sam_require(endpoint == {"Types": ["PRIVATE"], "VpcEndpointIds": vpces},
+                f"private API endpoint configuration must be PRIVATE with {vpces}, got {endpoint!r}")
+    sam_require(len(statements) == 2, f"private API resource policy needs exactly an Allow and a Deny, has {statements!r}")
+    allow = [st for st in statements if st.get("Effect") == "Allow"]
+    deny = [st for st in statements if st.get("Effect") == "Deny"]
+    sam_require(len(allow) == 1 and len(deny) == 1, "private API resource policy needs one Allow and one explicit Deny")
+    for st in statements:
+        for key in ("NotPrincipal", "NotAction", "NotResource"):
+            sam_require(key not in st, f"private API resource policy: {key} is not allowed")
+        sam_require(_as_list(st.get("Action")) == ["execute-api:Invoke"],
+                    f"private API resource policy must name execute-api:Invoke only, has {st.get('Action')!r}")
+    a, d = allow[0], deny[0]
+    caller = f"arn:aws:iam::{ACCOUNT}:role/{PSEUDO['AWS::StackName']}-CallerRole-GENERATED"
+    sam_require(a.get("Principal") == {"AWS": caller},
+                f"private API allows {a.get('Principal')!r}, expected only CallerRole {caller!r}")
+    stage = params.get("StageName", "Prod")
+    sam_require(_as_list(a.get("Resource")) == [f"execute-api:/{stage}/GET/hello-world"],
+                f"private API Allow resource {a.get('Resource')!r}")
+    sam_require(a.get("Condition") == {"StringEquals": {"aws:SourceVpce": vpces}},
+                f"private API Allow must require aws:SourceVpce in {vpces} (StringEquals), has {a.get('Condition')!r}")
+    sam_require(d.get("Principal") == "*" and _as_list(d.get("Resource")) == ["execute-api:/*"],
+                f"private API Deny must cover every principal and resource, has {d!r}")
+    sam_require(d.get("Condition") == {"StringNotEquals": {"aws:SourceVpce": vpces}},
+                f"private API Deny must refuse every other aws:SourceVpce, has {d.get('Condition')!r}")
+
+
 def sam_check_outputs(rendered: dict, params: dict) -> None:
     outputs = {k: v["Value"] for k, v in rendered["Outputs"].items()}
     stage_url = f"https://{API_ID}.execute-api.{REGION}.amazonaws.com/{params.get('StageName', 'Prod')}"
@@ -489,11 +565,12 @@ def sam_check_template(path: Path, scenarios: dict = SCENARIOS) -> None:
     source = sam_load(path)
     sam_check_parameter_patterns(source)
     sam_check_api_source(source)
-    transformed = sam_transform(source)
-    sam_check_api_transformed(transformed)
+    sam_check_api_transformed(sam_transform(source))
     for scenario, overrides in scenarios.items():
         violations = sam_rules_violations(source, overrides)
         sam_require(not violations, f"{scenario}: template Rules reject a valid setup: {violations}")
+        # The transform sees the parameter values, as in CloudFormation (SAM resolves some Refs).
+        transformed = sam_transform(source, sam_param_values(source, overrides))
         for label, tpl in (("template", source), ("transformed", transformed)):
             rendered = sam_render(tpl, overrides)
             params = sam_params(tpl, overrides)
@@ -501,6 +578,8 @@ def sam_check_template(path: Path, scenarios: dict = SCENARIOS) -> None:
                 sam_check_caller_role(rendered, params)
                 sam_check_pod_role(rendered, params)
                 sam_check_outputs(rendered, params)
+                if label == "transformed":
+                    sam_check_endpoint(rendered, params)
             except SamSecurityError as e:
                 raise SamSecurityError(f"[{scenario}, {label}] {e}") from None
     # Rules keep out the setups that would trust nobody or two principals.
@@ -509,6 +588,11 @@ def sam_check_template(path: Path, scenarios: dict = SCENARIOS) -> None:
         ({"CreatePodRole": "true", "OidcProviderUrl": OIDC_URL, "TrustedPrincipalArn": POD_ROLE_ARN}, "two principals"),
         ({"CreatePodRole": "true"}, "pod role without an OIDC provider"),
         ({"CreatePodRole": "true", "OidcProviderUrl": OIDC_URL, "ServiceAccountName": ""}, "pod role without a SA"),
+        ({"TrustedPrincipalArn": POD_ROLE_ARN, "EndpointType": "PRIVATE"}, "a private API without VPC endpoints"),
+        ({"TrustedPrincipalArn": POD_ROLE_ARN, "EndpointType": "PRIVATE", "VpcEndpointIds": "vpce-0abc123de4f5a6b7c,"},
+         "a private API with an empty VPC endpoint id"),
+        ({"TrustedPrincipalArn": POD_ROLE_ARN, "VpcEndpointIds": "vpce-0abc123de4f5a6b7c"},
+         "VPC endpoints on a regional API"),
     ):
         sam_require(bool(sam_rules_violations(source, overrides)), f"template Rules accept {why}: {overrides}")
 
@@ -555,7 +639,12 @@ def _stmt(tpl, role):
 
 
 def _invoke(tpl):
-    return tpl["Resources"]["CallerRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    return tpl["Resources"]["CallerRoleInvokePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+
+
+def _private(tpl):
+    """The private API's resource policy statements [Allow, Deny] (the PRIVATE branch)."""
+    return tpl["Resources"]["Api"]["Properties"]["Auth"]["ResourcePolicy"]["CustomStatements"]["Fn::If"][1]
 
 
 def _pod_trust_replace(old, new):
@@ -632,6 +721,9 @@ MUTATIONS = {
     "caller-extra-policy-resource": (lambda t: t["Resources"].update(Extra={"Type": "AWS::IAM::Policy", "Properties": {
         "PolicyName": "x", "Roles": [{"Ref": "CallerRole"}], "PolicyDocument": {"Version": "2012-10-17", "Statement": [
             {"Effect": "Allow", "Action": "*", "Resource": "*"}]}}}), "more permissions"),
+    "caller-inline-policy": (_set(CALLER + ["Policies"], [{"PolicyName": "x", "PolicyDocument": {
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}}]),
+        "CallerRoleInvokePolicy only"),
     "caller-long-sessions": (_set(CALLER + ["MaxSessionDuration"], 43200), "MaxSessionDuration"),
     "stage-pattern-relaxed": (_set(["Parameters", "StageName", "AllowedPattern"], "^.+$"), "StageName pattern accepts"),
     # PodRole
@@ -664,6 +756,32 @@ MUTATIONS = {
     "api-implicit": (_delete(EVENT + ["RestApiId"]), "RestApiId"),
     "function-url": (_set(["Resources", "HelloFunction", "Properties", "FunctionUrlConfig"], {"AuthType": "NONE"}),
                      "AWS::Lambda::Url"),
+    # Private API (EndpointType=PRIVATE)
+    "private-sourcevpce-dropped": (lambda t: _private(t)[0].pop("Condition"), "aws:SourceVpce"),
+    "private-sourcevpce-stringlike": (lambda t: _private(t)[0].update(
+        Condition={"StringLike": {"aws:SourceVpce": "vpce-*"}}), "aws:SourceVpce"),
+    "private-principal-star": (lambda t: _private(t)[0].update(Principal="*"), "expected only CallerRole"),
+    "private-principal-account": (lambda t: _private(t)[0].update(Principal={"AWS": {"Ref": "AWS::AccountId"}}),
+                                  "expected only CallerRole"),
+    "private-principal-pod-role": (lambda t: _private(t)[0].update(Principal={"AWS": {"Ref": "TrustedPrincipalArn"}}),
+                                   "expected only CallerRole"),
+    "private-action-star": (lambda t: _private(t)[0].update(Action="execute-api:*"), "execute-api:Invoke only"),
+    "private-action-manage": (lambda t: _private(t)[1].update(Action="execute-api:ManageConnections"),
+                              "execute-api:Invoke only"),
+    "private-resource-star": (lambda t: _private(t)[0].update(Resource="execute-api:/*"), "Allow resource"),
+    "private-deny-dropped": (lambda t: _private(t).pop(1), "an Allow and a Deny"),
+    "private-deny-as-allow": (lambda t: _private(t)[1].update(Effect="Allow"), "one explicit Deny"),
+    "private-deny-condition-dropped": (lambda t: _private(t)[1].pop("Condition"), "every other aws:SourceVpce"),
+    "private-endpoint-regional": (_set(["Resources", "Api", "Properties", "EndpointConfiguration", "Type"], "REGIONAL"),
+                                  "PRIVATE with"),
+    "private-vpce-ids-dropped": (_delete(["Resources", "Api", "Properties", "EndpointConfiguration", "VPCEndpointIds"]),
+                                 "PRIVATE with"),
+    "private-policy-always": (_set(["Resources", "Api", "Properties", "Auth", "ResourcePolicy", "CustomStatements"],
+                                   [{"Effect": "Deny", "Principal": "*", "Action": "execute-api:Invoke",
+                                     "Resource": "execute-api:/*"}]), "resource policy"),
+    "private-vpce-pattern-relaxed": (_set(["Parameters", "VpcEndpointIds", "AllowedPattern"], ".*"),
+                                     "VpcEndpointIds pattern accepts"),
+    "private-rule-dropped": (_delete(["Rules", "PrivateApiNeedsVpcEndpoints"]), "a private API without VPC endpoints"),
     # Outputs
     "helm-wrong-role": (lambda t: t["Outputs"]["HelmInstallCommand"]["Value"]["Fn::Join"][1].__setitem__(
         3, " --set config.roleArn=" + POD_ROLE_ARN), "config.roleArn"),

@@ -102,10 +102,11 @@ async fn on_one_cpu_the_single_threaded_runtime_signs_refreshes_and_drains() {
     assert!(sts.issued().len() >= 2);
 
     // SIGTERM with a request in flight: it finishes, then exit 0.
+    // Counted before the spawn: the slow request may reach the gateway before this line runs.
+    let before = gw.requests().len();
     let url = sidecar.url("/slow");
     let slow =
         tokio::spawn(async move { send("GET", &url, &[("x-testbed-delay-ms", "1000")], "").await });
-    let before = gw.requests().len();
     assert!(
         gw.wait_for_requests(before + 1, Duration::from_secs(10))
             .await

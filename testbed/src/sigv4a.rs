@@ -12,15 +12,16 @@
 //!
 //! Checked against the official vectors (`tests/vectors_v4a.rs`: canonical request and string
 //! to sign byte for byte, derived public key equal to `public-key.json`, signatures valid). The
-//! elliptic-curve arithmetic is RustCrypto's `p256`; the KDF, canonicalization and the checks
-//! around them are written here from the published algorithm and share no code with
+//! public key is computed with RustCrypto's `p256` (checked against `public-key.json`); the
+//! signatures are verified with ring's ECDSA, since aws-sigv4 signs with `p256`. The KDF,
+//! canonicalization and the checks around them are written here from the published algorithm and share no code with
 //! `aws-sigv4`, whose signing this verifier exists to check.
 
 use std::time::SystemTime;
 
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, Method};
-use p256::ecdsa::signature::{Signer, Verifier};
+use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 
 use crate::sigv4::{self, Credentials, Expect, Payload, Verified, VerifyError};
@@ -124,14 +125,21 @@ pub fn public_key_xy(key: &VerifyingKey) -> (String, String) {
 
 /// Whether `signature_hex` (DER, hex) is a valid ECDSA P-256/SHA-256 signature of
 /// `string_to_sign` under `key`. Malformed hex or DER is simply not valid.
+///
+/// Verified with **ring**, not `p256`: aws-sigv4 signs SigV4A with RustCrypto's `p256`, so a
+/// check on the same ECDSA code would prove little. `p256` only holds the public point here
+/// (derived from the secret and checked against the vectors' `public-key.json`).
 pub fn signature_valid(key: &VerifyingKey, string_to_sign: &str, signature_hex: &str) -> bool {
     let Ok(der) = hex::decode(signature_hex) else {
         return false;
     };
-    let Ok(sig) = Signature::from_der(&der) else {
-        return false;
-    };
-    key.verify(string_to_sign.as_bytes(), &sig).is_ok()
+    let point = key.to_sec1_point(false);
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::ECDSA_P256_SHA256_ASN1,
+        point.as_bytes(),
+    )
+    .verify(string_to_sign.as_bytes(), &der)
+    .is_ok()
 }
 
 /// The parsed `Authorization: AWS4-ECDSA-P256-SHA256 Credential=akid/date/service/aws4_request, ...`.
