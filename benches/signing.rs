@@ -3,20 +3,27 @@
 //! - `sign/get_no_body`: SigV4 signing of a GET with the headers an app typically sends
 //!   (host, accept, user-agent, content-type) and the empty-body hash constant;
 //! - `sign/post_4k`: SHA-256 of a 4 KiB body (`sha256_hex`) plus signing the POST;
-//! - `parts/sha256_4k`: the body hash alone, to split the POST cost.
+//! - `parts/sha256_4k`: the body hash alone, to split the POST cost;
+//! - `aws_sigv4/get_no_body`, `aws_sigv4/post_4k`: the same requests through aws-sigv4's full
+//!   `sign()` with the same settings (`signing::reference`, how the sidecar signed before it had
+//!   its own writer), for a before/after in one run.
 //!
 //! Each iteration is one request, so criterion's time per iteration is ns/request (and the
 //! `thrpt` line is requests/s on one core). The request head is rebuilt outside the timed
 //! section (`iter_batched`), because signing mutates it.
 //!
-//! Run: `cargo bench --bench signing` (add `-- --quick` for a fast pass).
+//! Run: `cargo bench --bench signing` (add `-- --quick` for a fast pass; `--profile ci` skips
+//! the fat-LTO build, numbers within a few percent).
 
 use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use sigv4_sidecar::credentials::Credentials;
-use sigv4_sidecar::signing::{sha256_hex, sign_request, Scope, EMPTY_SHA256};
+use sigv4_sidecar::signing::reference::sign_with_aws_sigv4;
+use sigv4_sidecar::signing::{
+    sha256_hex, sign_request, signable_headers, Payload, RequestToSign, Scope, EMPTY_SHA256,
+};
 
 const HOST: &str = "abc123def4.execute-api.us-east-1.amazonaws.com";
 
@@ -90,10 +97,66 @@ fn bench_signing(c: &mut Criterion) {
     });
     g.finish();
 
+    let mut g = c.benchmark_group("aws_sigv4");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("get_no_body", |b| {
+        b.iter_batched_ref(
+            get_parts,
+            |parts| old_sign_request(parts, EMPTY_SHA256, &creds, &scope),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("post_4k", |b| {
+        b.iter_batched_ref(
+            || post_parts(body.len()),
+            |parts| {
+                let hash = sha256_hex(black_box(&body));
+                old_sign_request(parts, &hash, &creds, &scope);
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+
     let mut g = c.benchmark_group("parts");
     g.throughput(Throughput::Bytes(body.len() as u64));
     g.bench_function("sha256_4k", |b| b.iter(|| sha256_hex(black_box(&body))));
     g.finish();
+}
+
+/// What `sign_request` did before: aws-sigv4's `sign()`, its headers inserted into the head.
+fn old_sign_request(
+    parts: &mut http::request::Parts,
+    hash: &str,
+    creds: &Credentials,
+    scope: &Scope,
+) {
+    let added = {
+        let headers = signable_headers(&parts.headers, |n| {
+            [
+                "authorization",
+                "user-agent",
+                "x-amzn-trace-id",
+                "transfer-encoding",
+            ]
+            .contains(&n)
+        });
+        let req = RequestToSign {
+            method: parts.method.as_str(),
+            path_and_query: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+            headers: &headers,
+            payload: Payload::Sha256(hash),
+        };
+        sign_with_aws_sigv4(scope, creds, SystemTime::now(), &req).expect("signs")
+    };
+    for (name, value) in added {
+        let mut v = http::HeaderValue::from_str(&value).expect("valid");
+        v.set_sensitive(true);
+        parts.headers.insert(
+            http::HeaderName::from_bytes(name.as_bytes()).expect("valid"),
+            v,
+        );
+    }
 }
 
 criterion_group! {

@@ -7,7 +7,8 @@
 //
 // check_prepare: the input is parsed the way the sidecar's server parses it (httparse, then `http` types; an
 // input hyper would refuse is skipped), then run through `Target::prepare` for a fixed upstream
-// and signed with fixed credentials. Checked: no panic; on success the upstream URI is the
+// and signed with fixed credentials, by the sidecar's SigV4 writer and by aws-sigv4's own `sign()`
+// (same signature headers, byte for byte). Checked: no panic; on success the upstream URI is the
 // upstream's scheme and authority with path-and-query exactly `/Prod` + the request target as
 // sent (byte for byte), `Host` is the upstream's, no hop-by-hop or client signing header survives
 // and every other header passes through unchanged; on refusal, a 4xx/5xx JSON answer.
@@ -20,6 +21,7 @@ const FUZZ_MAX_BODY: u64 = 1 << 20;
 struct FuzzFixture {
     target: sigv4_sidecar::proxy::Target,
     scope: sigv4_sidecar::signing::Scope,
+    s3: sigv4_sidecar::signing::Scope,
     creds: sigv4_sidecar::credentials::Credentials,
     now: std::time::SystemTime,
 }
@@ -32,6 +34,7 @@ fn fuzz_fixture() -> &'static FuzzFixture {
         FuzzFixture {
             target: sigv4_sidecar::proxy::Target::new(&upstream, FUZZ_MAX_BODY),
             scope: sigv4_sidecar::signing::Scope::new("us-east-1", "execute-api"),
+            s3: sigv4_sidecar::signing::Scope::new("us-east-1", "s3"),
             creds: sigv4_sidecar::credentials::Credentials::new(
                 aws_credential_types::Credentials::new(
                     "AKIDFUZZ000000000001",
@@ -63,6 +66,11 @@ const FUZZ_DROPPED: &[&str] = &[
     "x-amz-content-sha256",
     "expect",
 ];
+
+#[allow(dead_code)] // used by check_prepare only
+fn fuzz_text(v: &http::HeaderValue) -> String {
+    String::from_utf8_lossy(v.as_bytes()).into_owned()
+}
 
 /// Checks one input; panics (a fuzz finding) when a property does not hold.
 pub fn check_prepare(data: &[u8]) {
@@ -186,6 +194,59 @@ pub fn check_prepare(data: &[u8]) {
     // The declared length is the one the client sent, within the limit.
     if let Some(len) = declared {
         assert!(len <= FUZZ_MAX_BODY);
+    }
+
+    // The sidecar's SigV4 writer and aws-sigv4's full `sign()` agree on the prepared request,
+    // for a normalizing scope and S3's, with a body hash and with `UNSIGNED-PAYLOAD`.
+    {
+    let headers = sigv4_sidecar::signing::signable_headers(&parts.headers, |n| {
+        ["authorization", "user-agent", "x-amzn-trace-id", "transfer-encoding"].contains(&n)
+    });
+    let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    for (scope, payload) in [
+        (
+            &fx.scope,
+            sigv4_sidecar::signing::Payload::Sha256(sigv4_sidecar::signing::EMPTY_SHA256),
+        ),
+        (&fx.s3, sigv4_sidecar::signing::Payload::Unsigned),
+    ] {
+        let req = sigv4_sidecar::signing::RequestToSign {
+            method: parts.method.as_str(),
+            path_and_query: pq,
+            headers: &headers,
+            payload,
+        };
+        let oracle =
+            sigv4_sidecar::signing::reference::sign_with_aws_sigv4(scope, &fx.creds, fx.now, &req);
+        let ours = scope.sign(&fx.creds, fx.now, &req);
+        match (oracle, ours) {
+            (Ok(mut expected), Ok(sig)) => {
+                let mut got = vec![
+                    ("authorization".to_string(), fuzz_text(&sig.authorization)),
+                    ("x-amz-date".to_string(), fuzz_text(&sig.x_amz_date)),
+                ];
+                got.extend(
+                    sig.security_token
+                        .iter()
+                        .map(|v| ("x-amz-security-token".to_string(), fuzz_text(v))),
+                );
+                got.extend(
+                    sig.content_sha256
+                        .iter()
+                        .map(|v| ("x-amz-content-sha256".to_string(), fuzz_text(v))),
+                );
+                got.sort();
+                expected.sort();
+                assert_eq!(got, expected, "signatures differ from aws-sigv4's");
+            }
+            (Err(_), Err(_)) => {}
+            (oracle, ours) => panic!(
+                "aws-sigv4 {:?}, ours {:?}",
+                oracle.map(|_| "signed"),
+                ours.map(|_| "signed")
+            ),
+        }
+    }
     }
 
     // Signing never panics; when it succeeds the URI is untouched and the signature is there.

@@ -6,9 +6,9 @@
 //!
 //! Reading order for newcomers (pictures and each module's rules: `docs/architecture.md`):
 //! [`config`] (what can be configured: types and load, then its raw layer, validation and AWS
-//! host inference), [`credentials`] (how credentials are held and refreshed), [`signing`] (one
-//! call into `aws-sigv4`), [`proxy`] (the per-request pipeline: request head, bodies, exchange
-//! record, upstream client), [`error`] (every answer the sidecar produces itself, and startup
+//! host inference), [`credentials`] (how credentials are held and refreshed), [`signing`]
+//! (SigV4 with a cached key, `aws-sigv4` as the oracle), [`proxy`] (the per-request pipeline:
+//! request head, bodies, exchange record, upstream client), [`error`] (every answer the sidecar produces itself, and startup
 //! errors), [`admin`] and [`metrics`] (apart from the data path), and [`server`] (accept loops
 //! and graceful shutdown). [`run`] wires them.
 

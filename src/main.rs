@@ -47,7 +47,8 @@ fn main() -> ExitCode {
         println!("configuration OK");
         return ExitCode::SUCCESS;
     }
-    sigv4_sidecar::telemetry::init(config.log_format, &config.log_level);
+    // Held until main returns: dropping it flushes every queued log line.
+    let _logs = sigv4_sidecar::telemetry::init(config.log_format, &config.log_level);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let runtime = match runtime_for(cpus) {

@@ -3,9 +3,11 @@
 //! Every proxy metric carries a `route` label and every credential metric a `role_arn` label,
 //! so several routes and roles in one sidecar stay apart.
 
+use std::sync::OnceLock;
+
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets in seconds: sub-millisecond for the sidecar's own work up to the default
@@ -175,9 +177,147 @@ impl Default for Metrics {
     }
 }
 
+/// Method labels with bounded cardinality (unknown methods count as `other`).
+pub const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE", "other",
+];
+
+/// Status labels: the common codes by themselves, the rest by class.
+const CODES: [&str; 26] = [
+    "200", "201", "202", "204", "206", "301", "302", "304", "400", "401", "403", "404", "405",
+    "409", "413", "429", "500", "502", "503", "504", "1xx", "2xx", "3xx", "4xx", "5xx", "0",
+];
+
+/// The index of a status code's label in [`CODES`].
+fn code_index(status: u16) -> usize {
+    const EXACT: [u16; 20] = [
+        200, 201, 202, 204, 206, 301, 302, 304, 400, 401, 403, 404, 405, 409, 413, 429, 500, 502,
+        503, 504,
+    ];
+    EXACT
+        .iter()
+        .position(|c| *c == status)
+        .unwrap_or(match status / 100 {
+            1 => 20,
+            2 => 21,
+            3 => 22,
+            4 => 23,
+            5 => 24,
+            _ => 25,
+        })
+}
+
+/// The status label of `status`.
+pub fn code_label(status: u16) -> &'static str {
+    CODES[code_index(status)]
+}
+
+/// One route's per-request series, resolved once: a label lookup (hashing the label values
+/// under the metric's lock) per request and metric is what this avoids. A series is created
+/// on its first use, not at start, so the exposition only lists method/status pairs that
+/// happened, as before.
+pub struct RouteMetrics {
+    route: Box<str>,
+    metrics: Metrics,
+    /// `requests_total`, by method index then status index.
+    requests: Box<[OnceLock<IntCounter>]>,
+    /// `request_duration_seconds`, by method index.
+    durations: [OnceLock<Histogram>; METHODS.len()],
+}
+
+impl RouteMetrics {
+    pub fn new(metrics: &Metrics, route: &str) -> Self {
+        RouteMetrics {
+            route: route.into(),
+            metrics: metrics.clone(),
+            requests: (0..METHODS.len() * CODES.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+            durations: Default::default(),
+        }
+    }
+
+    /// Counts one answered request: `method` is one of [`METHODS`] (anything else counts as
+    /// `other`), `error` the sidecar's error code if it answered itself.
+    pub fn record(&self, method: &str, status: u16, seconds: f64, error: Option<&str>) {
+        let m = METHODS
+            .iter()
+            .position(|l| *l == method)
+            .unwrap_or(METHODS.len() - 1);
+        let c = code_index(status);
+        self.requests[m * CODES.len() + c]
+            .get_or_init(|| {
+                self.metrics
+                    .requests_total
+                    .with_label_values(&[&self.route, METHODS[m], CODES[c]])
+            })
+            .inc();
+        self.durations[m]
+            .get_or_init(|| {
+                self.metrics
+                    .request_duration
+                    .with_label_values(&[&self.route, METHODS[m]])
+            })
+            .observe(seconds);
+        if let Some(e) = error {
+            // Rare (the sidecar's own answers), so looked up when it happens.
+            self.metrics
+                .errors_total
+                .with_label_values(&[&self.route, e])
+                .inc();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_metrics_count_into_the_labelled_series() {
+        let m = Metrics::new();
+        let r = RouteMetrics::new(&m, "api");
+        r.record("GET", 200, 0.01, None);
+        r.record("GET", 200, 0.01, None);
+        r.record("BREW", 418, 0.01, Some("bad_request"));
+        assert_eq!(
+            m.requests_total
+                .with_label_values(&["api", "GET", "200"])
+                .get(),
+            2
+        );
+        assert_eq!(
+            m.requests_total
+                .with_label_values(&["api", "other", "4xx"])
+                .get(),
+            1
+        );
+        assert_eq!(
+            m.request_duration
+                .with_label_values(&["api", "GET"])
+                .get_sample_count(),
+            2
+        );
+        assert_eq!(
+            m.errors_total
+                .with_label_values(&["api", "bad_request"])
+                .get(),
+            1
+        );
+        let text = String::from_utf8(m.render()).expect("utf8");
+        assert!(
+            !text.contains("code=\"201\""),
+            "unused series are not created"
+        );
+    }
+
+    #[test]
+    fn status_labels() {
+        assert_eq!(code_label(200), "200");
+        assert_eq!(code_label(418), "4xx");
+        assert_eq!(code_label(0), "0");
+        assert_eq!(code_label(999), "0");
+    }
 
     #[test]
     fn renders_every_spec_metric() {

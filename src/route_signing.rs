@@ -10,7 +10,11 @@
 //!   anything else), so the body can stream;
 //! - `signing_algorithm = "sigv4a"` signs with ECDSA P-256 over `X-Amz-Region-Set` through
 //!   aws-sigv4's `sigv4a` feature.
+//!
+//! SigV4 goes through the sidecar's own signer ([`crate::signing::Scope`], cached key, exactly
+//! the headers it is handed); SigV4A through aws-sigv4's `sign()`.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -25,6 +29,9 @@ use crate::config::reach::always_unsigned;
 use crate::config::{Algorithm, Payload, RouteConfig};
 use crate::credentials::Credentials;
 use crate::error::ProxyError;
+use crate::signing::{self, RequestToSign, Scope};
+
+pub use crate::signing::Diagnostics;
 
 /// The payload line of a request's signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +51,7 @@ pub struct Signed {
     method: http::Method,
     uri: http::Uri,
     headers: http::HeaderMap,
-    body_sha256: Option<String>,
+    body_sha256: Option<Cow<'static, str>>,
     creds: Arc<Credentials>,
     now: SystemTime,
 }
@@ -52,7 +59,7 @@ pub struct Signed {
 impl Signed {
     pub fn new(
         parts: &http::request::Parts,
-        body_sha256: Option<String>,
+        body_sha256: Option<Cow<'static, str>>,
         creds: Arc<Credentials>,
         now: SystemTime,
     ) -> Self {
@@ -82,11 +89,13 @@ impl Signed {
     }
 }
 
-/// The canonical request and string-to-sign of a signature, secrets redacted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Diagnostics {
-    pub canonical_request: String,
-    pub string_to_sign: String,
+impl<'a> From<BodyHash<'a>> for signing::Payload<'a> {
+    fn from(b: BodyHash<'a>) -> Self {
+        match b {
+            BodyHash::Sha256(h) => signing::Payload::Sha256(h),
+            BodyHash::Unsigned => signing::Payload::Unsigned,
+        }
+    }
 }
 
 /// How a route signs, fixed at start.
@@ -100,6 +109,9 @@ pub struct RouteSigner {
     /// `client_authorization_to`: it carries the app's bearer token, signed, so diagnostics
     /// redact it like the session token.
     client_authorization_to: Option<HeaderName>,
+    /// The SigV4 signer (and its signing-key cache).
+    scope: Scope,
+    /// aws-sigv4's settings, for SigV4A.
     settings: SigningSettings,
 }
 
@@ -130,6 +142,7 @@ impl RouteSigner {
             payload: cfg.reach.payload,
             unsigned_headers: cfg.reach.unsigned_headers.clone(),
             client_authorization_to: cfg.reach.client_authorization_to.clone(),
+            scope: Scope::new(&cfg.region, &cfg.service),
             settings,
         }
     }
@@ -161,6 +174,24 @@ impl RouteSigner {
     /// rejected-signature warning and the debug log, secrets redacted. Not on the hot path: it
     /// signs the request again, with the same inputs, to read what aws-sigv4 computed.
     pub fn diagnostics(&self, signed: &Signed) -> Option<Diagnostics> {
+        if self.algorithm == Algorithm::SigV4 {
+            let headers = signing::signable_headers(&signed.headers, |n| self.excluded(n));
+            let req = RequestToSign {
+                method: signed.method.as_str(),
+                path_and_query: signed.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+                headers: &headers,
+                payload: signed.body_hash().into(),
+            };
+            let d = self
+                .scope
+                .diagnostics(&signed.creds, signed.now, &req)
+                .ok()?;
+            return Some(Diagnostics {
+                canonical_request: self.redact(&d.canonical_request, signed),
+                string_to_sign: d.string_to_sign,
+            });
+        }
+        // SigV4A: what aws-sigv4 computed, read from its trace (src/sigv4_text.rs).
         let (mut parts, ()) = http::Request::builder()
             .method(signed.method.clone())
             .uri(signed.uri.clone())
@@ -212,6 +243,20 @@ impl RouteSigner {
         creds: &Credentials,
         now: SystemTime,
     ) -> Result<(), ProxyError> {
+        if self.algorithm == Algorithm::SigV4 {
+            let signature = {
+                let headers = signing::signable_headers(&parts.headers, |n| self.excluded(n));
+                let req = RequestToSign {
+                    method: parts.method.as_str(),
+                    path_and_query: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+                    headers: &headers,
+                    payload: body.into(),
+                };
+                self.scope.sign(creds, now, &req)?
+            };
+            signature.apply(&mut parts.headers);
+            return Ok(());
+        }
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let headers = parts
             .headers
@@ -223,7 +268,7 @@ impl RouteSigner {
             BodyHash::Unsigned => SignableBody::UnsignedPayload,
         };
         let failed = |e: &dyn std::fmt::Display| {
-            ProxyError::BadRequest(format!("request cannot be signed: {e}"))
+            ProxyError::Internal(format!("request cannot be signed: {e}"))
         };
         let signable = SignableRequest::new(parts.method.as_str(), target, headers, body)
             .map_err(|e| failed(&e))?;
@@ -253,7 +298,7 @@ impl RouteSigner {
         let (new_headers, _query) = instructions.into_parts();
         for h in new_headers {
             let mut value = HeaderValue::from_str(h.value())
-                .map_err(|e| ProxyError::BadRequest(format!("signature header is invalid: {e}")))?;
+                .map_err(|e| ProxyError::Internal(format!("signature header is invalid: {e}")))?;
             value.set_sensitive(h.sensitive() || h.name() == "authorization");
             parts
                 .headers

@@ -1,4 +1,5 @@
-//! The canonical request and string-to-sign behind an aws-sigv4 signature, for the
+//! The canonical request and string-to-sign behind an aws-sigv4 signature (the SigV4A routes;
+//! SigV4 has the sidecar's own signer, whose `Scope::diagnostics` gives them directly), for the
 //! rejected-signature warning and the debug log.
 //!
 //! aws-sigv4 keeps its canonical request private, but traces it (redacted: sensitive values

@@ -1,6 +1,7 @@
 //! Bodies: the request body read whole and hashed within the process-wide budget, and the
 //! response body streamed back, carrying the exchange that records it when it ends.
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -69,9 +70,16 @@ pub(super) async fn read_body(
     declared: Option<u64>,
     limit: u64,
     budget: &BodyBudget,
-) -> Result<(Bytes, String, Option<tokio::sync::OwnedSemaphorePermit>), ProxyError> {
+) -> Result<
+    (
+        Bytes,
+        Cow<'static, str>,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    ),
+    ProxyError,
+> {
     if body.is_end_stream() {
-        return Ok((Bytes::new(), signing::EMPTY_SHA256.to_string(), None));
+        return Ok((Bytes::new(), Cow::Borrowed(signing::EMPTY_SHA256), None));
     }
     let mut held = None;
     let mut reserved = declared.map_or(0, |d| d.min(limit) as usize);
@@ -93,7 +101,11 @@ pub(super) async fn read_body(
             buf.extend_from_slice(&data);
         }
     }
-    Ok((buf.freeze(), hex::encode(hasher.finalize()), held))
+    Ok((
+        buf.freeze(),
+        Cow::Owned(hex::encode(hasher.finalize())),
+        held,
+    ))
 }
 
 /// The response body the app receives: the upstream's, streamed, or the sidecar's own answer.

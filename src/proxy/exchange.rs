@@ -8,6 +8,7 @@ use http::{Method, Request, Uri};
 use hyper::body::Incoming;
 
 use super::Route;
+use crate::telemetry;
 
 /// Method label with bounded cardinality: unknown methods are counted as `other`.
 fn method_label(m: &Method) -> &'static str {
@@ -69,82 +70,22 @@ impl Drop for Exchange {
         let r = &self.route;
         r.inflight.dec();
         let elapsed = self.started.elapsed();
-        let m = &r.metrics;
-        let code = itoa_status(self.status);
-        m.requests_total
-            .with_label_values(&[&r.name, self.method, code])
-            .inc();
-        m.request_duration
-            .with_label_values(&[&r.name, self.method])
-            .observe(elapsed.as_secs_f64());
-        if let Some(e) = self.error {
-            m.errors_total.with_label_values(&[&r.name, e]).inc();
-        }
         if let Some(s) = &self.streamed {
             self.bytes_in = s.bytes();
         }
-        tracing::info!(
-            target: "sigv4_sidecar::access",
-            route = %r.name,
-            method = self.method,
-            path = %self.uri.path(),
-            status = self.status,
-            duration_ms = elapsed.as_secs_f64() * 1e3,
-            upstream_ms = self.upstream.map(|d| d.as_secs_f64() * 1e3),
-            bytes_in = self.bytes_in,
-            bytes_out = self.bytes_out,
-            error = self.error,
-            outcome = self.outcome,
-            "request"
-        );
-    }
-}
-
-/// Status code as a label without allocating for the common codes.
-fn itoa_status(status: u16) -> &'static str {
-    const CODES: &[(u16, &str)] = &[
-        (200, "200"),
-        (201, "201"),
-        (202, "202"),
-        (204, "204"),
-        (206, "206"),
-        (301, "301"),
-        (302, "302"),
-        (304, "304"),
-        (400, "400"),
-        (401, "401"),
-        (403, "403"),
-        (404, "404"),
-        (405, "405"),
-        (409, "409"),
-        (413, "413"),
-        (429, "429"),
-        (500, "500"),
-        (502, "502"),
-        (503, "503"),
-        (504, "504"),
-    ];
-    CODES.iter().find(|(c, _)| *c == status).map_or(
-        match status / 100 {
-            1 => "1xx",
-            2 => "2xx",
-            3 => "3xx",
-            4 => "4xx",
-            5 => "5xx",
-            _ => "0",
-        },
-        |(_, s)| s,
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_labels() {
-        assert_eq!(itoa_status(200), "200");
-        assert_eq!(itoa_status(418), "4xx");
-        assert_eq!(itoa_status(0), "0");
+        r.counters
+            .record(self.method, self.status, elapsed.as_secs_f64(), self.error);
+        telemetry::access(&telemetry::AccessLine {
+            route: &r.name,
+            method: self.method,
+            path: self.uri.path(),
+            status: self.status,
+            duration: elapsed,
+            upstream: self.upstream,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            error: self.error,
+            outcome: self.outcome,
+        });
     }
 }

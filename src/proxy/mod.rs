@@ -33,7 +33,7 @@ use crate::auth_failures::{self, AuthFailures};
 use crate::config::{Payload, RouteConfig, Upstream};
 use crate::credentials::CredentialCell;
 use crate::error::{error_chain, ProxyError, StartupError};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::route_signing::{RouteSigner, Signed};
 use body::read_body;
 use client::build_client;
@@ -49,7 +49,7 @@ pub struct Route {
     client: UpstreamClient,
     bodies: BodyBudget,
     request_timeout: Duration,
-    metrics: Metrics,
+    counters: RouteMetrics,
     inflight: IntGauge,
     upstream_duration: Histogram,
     auth_failures: AuthFailures,
@@ -80,7 +80,7 @@ impl Route {
             request_timeout: cfg.request_timeout,
             inflight: metrics.inflight.with_label_values(&[&cfg.name]),
             upstream_duration: metrics.upstream_duration.with_label_values(&[&cfg.name]),
-            metrics,
+            counters: RouteMetrics::new(&metrics, &cfg.name),
         })
     }
 
