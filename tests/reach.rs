@@ -651,7 +651,7 @@ async fn debug_logs_every_canonical_request_redacted() {
         .wait_for_log(|v| v["message"] == "signed request", Duration::from_secs(5))
         .unwrap_or_else(|| panic!("no canonical request logged:\n{}", sidecar.logs()));
     let creq = line["canonical_request"].as_str().unwrap_or_default();
-    assert!(creq.starts_with("GET\n/Prod/a\nx=1\n"), "{creq}");
+    assert!(creq.starts_with("GET\n/Prod/a\nx=<1 bytes>\n"), "{creq}");
     assert!(creq.contains("x-amz-security-token:"), "{creq}");
     assert!(creq.contains("\nx-original-authorization:"), "{creq}");
     let logs = sidecar.logs();
