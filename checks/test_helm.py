@@ -312,16 +312,18 @@ def test_replicas_and_scheduling_values() -> None:
 # --- the rendered TOML -----------------------------------------------------------------------
 
 def spec_config_keys() -> list[str] | None:
-    """Configuration keys from the SPEC's table, when ../shared/SPEC.md is there."""
+    """Configuration keys from the SPEC's tables (the configuration table and the route keys of
+    "Reaching private endpoints and other services"), when ../shared/SPEC.md is there."""
     for spec in (hs.REPO.parent / "shared" / "SPEC.md", Path("/work/shared/SPEC.md")):
         if spec.is_file():
             text = spec.read_text()
-            section = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
             keys: list[str] = []
-            for line in section.splitlines():
-                m = re.match(r"^\| (`[a-z_]+`(?:, `[a-z_]+`)*) \|", line)
-                if m:
-                    keys += re.findall(r"`([a-z_]+)`", m.group(1))
+            for heading in ("## Configuration", "## Reaching private endpoints"):
+                section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+                for line in section.splitlines():
+                    m = re.match(r"^\| (`[a-z_]+`(?:, `[a-z_]+`)*) \|", line)
+                    if m:
+                        keys += re.findall(r"`([a-z_]+)`", m.group(1))
             return keys
     return None
 
@@ -344,6 +346,12 @@ ALL_TOP_LEVEL = {
     "caFile": "/etc/sigv4-sidecar/ca/ca.pem",
     "connectTimeout": "1500ms",
     "requestTimeout": "45s",
+    "connect": "vpce-0abc123-de4f5g6h.execute-api.us-east-1.vpce.amazonaws.com",
+    "payload": "unsigned",
+    "signingAlgorithm": "sigv4a",
+    "regionSet": "us-east-1,us-west-2",
+    "unsignedHeaders": ["x-edge-hop", "X-Cdn-Id"],
+    "clientAuthorizationTo": "x-original-authorization",
     "shutdownGrace": "25s",
     "listen": "127.0.0.1:18080",
     "adminListen": "0.0.0.0:19090",
@@ -366,6 +374,7 @@ def test_values_mirror_the_spec_keys() -> None:
     if keys is None:
         pytest.skip("shared/SPEC.md is not beside the repository")
     assert "upstream" in keys and "max_body_bytes" in keys and "log_level" in keys
+    assert "connect" in keys and "client_authorization_to" in keys
     expected = {camel(k) for k in keys} | {"routes"} | EXTRA_KEYS
     schema = json.loads((CHART_DIR / "values.schema.json").read_text())
     assert set(schema["properties"]["config"]["properties"]) == expected
@@ -399,6 +408,33 @@ def test_toml_has_exactly_the_keys_set_in_values() -> None:
          "upstream": "https://abcdefghijklmnopqrstuvwxyz012345.lambda-url.us-east-1.on.aws",
          "max_body_bytes": 1048576, "request_timeout": "10s"},
     ]
+
+
+def test_reach_keys_render_on_routes_and_lists_as_toml_arrays() -> None:
+    route = {"name": "lattice", "listen": "127.0.0.1:8083",
+             "upstream": "https://svc-0123.0123.vpc-lattice-svcs.us-west-2.on.aws",
+             "connect": "10.0.0.7:443", "payload": "unsigned", "signingAlgorithm": "sigv4a",
+             "regionSet": "*", "unsignedHeaders": ["x-b3-traceid"],
+             "clientAuthorizationTo": "x-original-authorization"}
+    cfg = config(hs.render_objects(with_(BASE, **{"config.unsignedHeaders": ["x-edge-hop"],
+                                                  "config.routes": [route]})))
+    assert cfg["unsigned_headers"] == ["x-edge-hop"]
+    assert cfg["routes"][0] == {"name": "lattice", "listen": "127.0.0.1:8083",
+                                "upstream": route["upstream"], "connect": "10.0.0.7:443",
+                                "payload": "unsigned", "signing_algorithm": "sigv4a",
+                                "region_set": "*", "unsigned_headers": ["x-b3-traceid"],
+                                "client_authorization_to": "x-original-authorization"}
+
+
+@pytest.mark.parametrize("change", [
+    {"config.payload": "streamed"},
+    {"config.signingAlgorithm": "sigv4b"},
+    {"config.unsignedHeaders": "x-a"},
+    {"config.unsignedHeaders": ["bad header"]},
+    {"config.connect": "https://vpce.example/"},
+])
+def test_schema_rejects_bad_reach_values(change: dict[str, Any]) -> None:
+    schema_rejects(with_(BASE, **change), next(iter(change)).split(".")[-1])
 
 
 def test_toml_routes_are_an_array_of_tables() -> None:
@@ -697,6 +733,9 @@ def test_rendered_config_is_accepted_by_the_real_binary(value_set: str, tmp_path
              "roleArn": "arn:aws:iam::222222222222:role/search-reader"},
             {"name": "fn", "listen": "127.0.0.1:8082",
              "upstream": "https://abcdefg.lambda-url.us-west-2.on.aws", "requestTimeout": "5s"},
+            {"name": "lattice", "listen": "127.0.0.1:8083",
+             "upstream": "https://orders-0a1b2c3d4e5f60789.7d67968.vpc-lattice-svcs.us-west-2.on.aws",
+             "signingAlgorithm": "sigv4", "unsignedHeaders": ["x-b3-traceid"]},
         ]
     toml_text = config_toml(hs.render_objects({"config": cfg}))
     path = tmp_path / "config.toml"
@@ -707,6 +746,13 @@ def test_rendered_config_is_accepted_by_the_real_binary(value_set: str, tmp_path
     assert ok.returncode == 0, ok.stdout + ok.stderr
     routes = [line for line in ok.stdout.splitlines() if line.startswith("route ")]
     assert len(routes) == 1 + len(cfg.get("routes", [])), ok.stdout
+    # The reach keys arrive as the binary reads them (inferred and inherited ones included).
+    assert "connect vpce-0abc123-de4f5g6h.execute-api.us-east-1.vpce.amazonaws.com:443" in routes[0], ok.stdout
+    assert "sigv4a over us-east-1,us-west-2" in routes[0] and "x-cdn-id" in routes[0], ok.stdout
+    assert "app Authorization -> x-original-authorization" in routes[0], ok.stdout
+    if value_set == "two routes":
+        assert "service vpc-lattice-svcs" in routes[3] and "payload unsigned" in routes[3], ok.stdout
+        assert ", sigv4," in routes[3] and "x-b3-traceid" in routes[3], ok.stdout
     path.write_text(toml_text + "\nmax_conections = 1\n")
     bad = subprocess.run([str(BINARY), "--check", "--config", str(path)], env=env,
                          capture_output=True, text=True, timeout=30)

@@ -13,13 +13,16 @@
 //! and graceful shutdown). [`run`] wires them.
 
 pub mod admin;
+pub mod auth_failures;
 pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod metrics;
 pub mod proxy;
+pub mod route_signing;
 pub mod server;
 pub mod signing;
+pub mod sigv4_text;
 pub mod telemetry;
 
 use std::future::Future;

@@ -34,13 +34,14 @@ fn main() -> ExitCode {
         println!("{}", config.effective_json());
         for r in &config.routes {
             println!(
-                "route {}: listen {} -> {} (region {}, service {}, role {})",
+                "route {}: listen {} -> {} (region {}, service {}, role {}{})",
                 r.name,
                 r.listen,
                 r.upstream.url,
                 r.region,
                 r.service,
-                r.role.role_arn.as_deref().unwrap_or("<base credentials>")
+                r.role.role_arn.as_deref().unwrap_or("<base credentials>"),
+                r.reach
             );
         }
         println!("configuration OK");

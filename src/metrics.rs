@@ -27,6 +27,7 @@ pub struct Metrics {
     pub inflight: IntGaugeVec,
     pub refresh_total: IntCounterVec,
     pub expiry_timestamp: GaugeVec,
+    pub upstream_auth_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -90,6 +91,14 @@ impl Metrics {
             &["role_arn"],
         )
         .expect("static metric");
+        let upstream_auth_failures = IntCounterVec::new(
+            Opts::new(
+                "sigv4_sidecar_upstream_auth_failures_total",
+                "Upstream 403s carrying one of AWS's signature or token errors, by reason.",
+            ),
+            &["route", "reason"],
+        )
+        .expect("static metric");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "sigv4_sidecar_build_info",
@@ -110,6 +119,7 @@ impl Metrics {
             Box::new(inflight.clone()),
             Box::new(refresh_total.clone()),
             Box::new(expiry_timestamp.clone()),
+            Box::new(upstream_auth_failures.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -130,12 +140,17 @@ impl Metrics {
             inflight,
             refresh_total,
             expiry_timestamp,
+            upstream_auth_failures,
         }
     }
 
     /// Declares a route so its series exist (at zero) before its first request.
     pub fn init_route(&self, route: &str) {
         self.inflight.with_label_values(&[route]).set(0);
+        for reason in crate::auth_failures::Reason::ALL {
+            self.upstream_auth_failures
+                .with_label_values(&[route, reason.label()]);
+        }
     }
 
     /// Declares a role so its refresh counters exist (at zero) before the first attempt.
@@ -331,6 +346,7 @@ mod tests {
             "sigv4_sidecar_credentials_refresh_total{",
             "sigv4_sidecar_credentials_expiry_timestamp_seconds{",
             "sigv4_sidecar_build_info{version=",
+            "sigv4_sidecar_upstream_auth_failures_total{reason=\"signature_mismatch\",route=\"default\"} 0",
             "process_resident_memory_bytes",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");

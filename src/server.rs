@@ -49,6 +49,7 @@ pub fn http1_builder(limits: &Limits) -> http1::Builder {
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_header_size(limits.max_header_bytes)
+        .max_headers(Limits::max_header_lines(limits.max_header_bytes))
         .max_buf_size(limits.max_header_bytes.max(8192));
     http1
 }

@@ -8,9 +8,11 @@ pub struct Inferred {
 }
 
 /// Infers region and service from an AWS host name:
-/// `<id>.execute-api.<region>.amazonaws.com` (also `.vpce.` and `.amazonaws.com.cn`),
+/// `<id>.execute-api.<region>.amazonaws.com` (also `.amazonaws.com.cn`),
 /// `<id>.lambda-url.<region>.on.aws`, `<domain>.<region>.es.amazonaws.com`,
-/// `<id>.<region>.aoss.amazonaws.com`. Anything else infers nothing.
+/// `<id>.<region>.aoss.amazonaws.com`, `<svc>-<id>.<id>.vpc-lattice-svcs.<region>.on.aws`
+/// (VPC Lattice, which also implies `payload = "unsigned"`, see `reach`). Anything else
+/// infers nothing.
 pub fn infer_from_host(host: &str) -> Inferred {
     let host = host.to_ascii_lowercase();
     let labels: Vec<&str> = host.split('.').collect();
@@ -29,6 +31,8 @@ pub fn infer_from_host(host: &str) -> Inferred {
         Some("es")
     } else if labels.contains(&"aoss") {
         Some("aoss")
+    } else if super::reach::lattice_region(&host).is_some() {
+        Some(super::reach::LATTICE_SERVICE)
     } else {
         None
     };

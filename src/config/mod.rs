@@ -11,6 +11,7 @@
 
 mod aws_host;
 mod raw;
+pub mod reach;
 mod validate;
 
 use std::fmt;
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 pub use aws_host::{infer_from_host, Inferred};
 pub use raw::{defaults, RawConfig};
+pub use reach::{Algorithm, Connect, Payload, Reach};
 pub use validate::default_session_name;
 
 use raw::figment_error;
@@ -90,6 +92,26 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// How long a client may take to send a request head; beyond it the connection is closed.
     pub header_read_timeout: Duration,
+}
+
+impl Limits {
+    /// Header lines hyper accepts in one head. hyper's default of 100 answered a bare 431 to
+    /// heads well within `max_header_bytes`; as many as could fit (`max_header_bytes / 4`, the
+    /// shortest line being `a:` + CRLF) cost every request dearly, because hyper allocates room
+    /// for that many lines per parse: 16 384 lines (the 64 KiB default) made glibc map and unmap
+    /// ~0.8 MB per request and cut throughput 13x (bench/run.sh, get-small-c64), and the cliff
+    /// is near 2 600 lines. 1 024 lines cost ~30 ns a parse; beyond them hyper answers 431.
+    pub const MAX_HEADER_LINES: usize = 1024;
+
+    /// [`Self::MAX_HEADER_LINES`], or fewer when fewer can fit in `max_header_bytes`.
+    pub const fn max_header_lines(max_header_bytes: usize) -> usize {
+        let fit = max_header_bytes / 4;
+        if fit < Self::MAX_HEADER_LINES {
+            fit
+        } else {
+            Self::MAX_HEADER_LINES
+        }
+    }
 }
 
 /// The upstream a route forwards to, split once at start so the hot path only concatenates.
@@ -169,6 +191,8 @@ pub struct RouteConfig {
     pub ca_file: Option<CaFile>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// How the route reaches its upstream and what it signs.
+    pub reach: Reach,
 }
 
 /// The whole validated configuration.
@@ -426,5 +450,87 @@ upstream = "http://127.0.0.1:9999/x"
         .expect("valid");
         assert_eq!(c.routes[1].service, "lambda");
         assert_eq!(c.routes[1].region, "us-west-2");
+    }
+
+    #[test]
+    fn reach_keys_inherit_and_lattice_infers() {
+        let c = load(
+            &format!(
+                r#"upstream = {API:?}
+connect = "vpce-0abc123-de4f5g6h.execute-api.us-east-1.vpce.amazonaws.com"
+unsigned_headers = ["x-edge-hop"]
+client_authorization_to = "x-original-authorization"
+
+[[routes]]
+name = "lattice"
+listen = "127.0.0.1:8081"
+upstream = "https://orders-0a1b2c3d4e5f60789.7d67968.vpc-lattice-svcs.us-west-2.on.aws"
+connect = ""
+max_body_bytes = 4294967296
+
+[[routes]]
+name = "mrap"
+listen = "127.0.0.1:8082"
+upstream = "https://mrap.example"
+region = "us-east-1"
+service = "s3"
+signing_algorithm = "sigv4a"
+region_set = "*"
+"#
+            ),
+            &[("SIGV4_SIDECAR_UNSIGNED_HEADERS", "x-a, X-B")],
+        )
+        .expect("valid");
+        let d = &c.routes[0];
+        assert_eq!(
+            d.reach.connect.as_ref().map(|c| (c.host.as_str(), c.port)),
+            Some((
+                "vpce-0abc123-de4f5g6h.execute-api.us-east-1.vpce.amazonaws.com",
+                443
+            ))
+        );
+        assert_eq!(d.reach.unsigned_headers, ["x-a", "x-b"], "env wins");
+        let l = &c.routes[1];
+        assert_eq!(
+            (l.service.as_str(), l.region.as_str(), l.reach.payload),
+            ("vpc-lattice-svcs", "us-west-2", Payload::Unsigned)
+        );
+        assert_eq!(
+            l.reach.connect, None,
+            "an empty connect clears the inherited one"
+        );
+        assert_eq!(
+            l.reach.client_authorization_to.as_ref().map(|h| h.as_str()),
+            Some("x-original-authorization"),
+            "inherited"
+        );
+        assert_eq!(
+            c.routes[2].reach.algorithm,
+            Algorithm::SigV4a {
+                region_set: "*".into()
+            }
+        );
+        let shown = c.effective_json();
+        for k in ["connect", "unsigned_headers", "client_authorization_to"] {
+            assert!(shown.contains(k), "--check shows {k}: {shown}");
+        }
+    }
+
+    #[test]
+    fn signed_payload_keeps_its_memory_caps() {
+        let e = load(
+            &format!("upstream = {API:?}\nmax_body_bytes = 4294967296"),
+            &[],
+        )
+        .expect_err("over 1 GiB held")
+        .to_string();
+        assert!(e.contains("max_body_bytes"), "{e}");
+        let e = load(
+            "upstream = \"https://vpce-1.execute-api.us-east-1.vpce.amazonaws.com/Prod\"",
+            &[],
+        )
+        .expect_err("vpce upstream")
+        .to_string();
+        assert!(e.contains("connect"), "{e}");
     }
 }

@@ -90,6 +90,43 @@ pub struct RawConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub request_timeout: Option<String>,
+    // Reach keys (SPEC "Reaching private endpoints and other services"), validated in `reach`.
+    #[serde(
+        default,
+        deserialize_with = "lossy_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub connect: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "lossy_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub payload: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "lossy_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub signing_algorithm: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "lossy_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub region_set: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "super::reach::string_list",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub unsigned_headers: Option<Vec<String>>,
+    #[serde(
+        default,
+        deserialize_with = "lossy_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub client_authorization_to: Option<String>,
     // Process-wide keys: top level only.
     #[serde(
         default,
@@ -191,6 +228,12 @@ impl RawConfig {
             ca_file,
             connect_timeout,
             request_timeout,
+            connect,
+            payload,
+            signing_algorithm,
+            region_set,
+            unsigned_headers,
+            client_authorization_to,
             admin_listen,
             shutdown_grace,
             log_format,

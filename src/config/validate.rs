@@ -11,7 +11,8 @@ use http::uri::{Scheme, Uri};
 use super::aws_host::infer_from_host;
 use super::raw::RawConfig;
 use super::{
-    err, CaFile, Config, ConfigError, Limits, LogFormat, RoleKey, RouteConfig, Sources, Upstream,
+    err, CaFile, Config, ConfigError, Limits, LogFormat, Payload, RoleKey, RouteConfig, Sources,
+    Upstream,
 };
 use crate::credentials::MIN_CREDENTIAL_LIFETIME;
 
@@ -220,6 +221,8 @@ fn limits(raw: &RawConfig, routes: &[RouteConfig]) -> Result<Limits, ConfigError
     let max_inflight_body_bytes = raw.max_inflight_body_bytes.unwrap_or_default();
     if let Some(r) = routes
         .iter()
+        // Streamed (unsigned) bodies are never held, so only signed routes count against it.
+        .filter(|r| r.reach.payload == Payload::Signed)
         .find(|r| r.max_body_bytes > max_inflight_body_bytes)
     {
         return Err(err(
@@ -420,8 +423,22 @@ fn route(
             ),
         ));
     }
+    let reach = super::reach::validate(
+        &super::reach::RawReach {
+            connect: k.connect.as_deref(),
+            payload: k.payload.as_deref(),
+            signing_algorithm: k.signing_algorithm.as_deref(),
+            region_set: k.region_set.as_deref(),
+            unsigned_headers: k.unsigned_headers.as_deref(),
+            client_authorization_to: k.client_authorization_to.as_deref(),
+        },
+        key,
+        &upstream,
+        &region,
+    )?;
     let max_body_bytes = k.max_body_bytes.unwrap_or_default();
-    if max_body_bytes > 1 << 30 {
+    // Streamed bodies are never held, so only a signed payload needs the memory cap.
+    if reach.payload == Payload::Signed && max_body_bytes > 1 << 30 {
         return Err(err(
             key("max_body_bytes"),
             max_body_bytes,
@@ -465,6 +482,7 @@ fn route(
         ca_file,
         connect_timeout,
         request_timeout,
+        reach,
     })
 }
 

@@ -118,12 +118,21 @@ pub struct ProxyBody {
 enum Inner {
     Full(Option<Bytes>),
     Upstream(Incoming),
+    /// An upstream body whose beginning was read (a 403 inspected for AWS's message).
+    Prefixed(Option<Bytes>, Option<Incoming>),
 }
 
 impl ProxyBody {
     pub(super) fn upstream(body: Incoming, exchange: Exchange) -> Self {
         ProxyBody {
             inner: Inner::Upstream(body),
+            exchange: Some(exchange),
+        }
+    }
+
+    pub(super) fn prefixed(prefix: Bytes, rest: Option<Incoming>, exchange: Exchange) -> Self {
+        ProxyBody {
+            inner: Inner::Prefixed((!prefix.is_empty()).then_some(prefix), rest),
             exchange: Some(exchange),
         }
     }
@@ -154,6 +163,11 @@ impl Body for ProxyBody {
         let polled = match &mut this.inner {
             Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Inner::Prefixed(prefix, rest) => match (prefix.take(), rest) {
+                (Some(b), _) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                (None, Some(body)) => Pin::new(body).poll_frame(cx),
+                (None, None) => Poll::Ready(None),
+            },
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -175,6 +189,9 @@ impl Body for ProxyBody {
         match &self.inner {
             Inner::Full(b) => b.is_none(),
             Inner::Upstream(body) => body.is_end_stream(),
+            Inner::Prefixed(p, rest) => {
+                p.is_none() && rest.as_ref().is_none_or(|b| b.is_end_stream())
+            }
         }
     }
 
@@ -183,6 +200,18 @@ impl Body for ProxyBody {
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
             Inner::Upstream(body) => body.size_hint(),
+            Inner::Prefixed(p, rest) => {
+                let first = p.as_ref().map_or(0, |b| b.len() as u64);
+                let rest = rest
+                    .as_ref()
+                    .map_or(SizeHint::with_exact(0), |b| b.size_hint());
+                let mut hint = SizeHint::new();
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + first);
+                }
+                hint.set_lower(rest.lower() + first);
+                hint
+            }
         }
     }
 }
@@ -193,6 +222,9 @@ impl Drop for ProxyBody {
         let done = match &self.inner {
             Inner::Full(_) => true,
             Inner::Upstream(body) => body.is_end_stream(),
+            Inner::Prefixed(p, rest) => {
+                p.is_none() && rest.as_ref().is_none_or(|b| b.is_end_stream())
+            }
         };
         if done {
             self.finish("complete");

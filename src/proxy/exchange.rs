@@ -40,6 +40,8 @@ pub struct Exchange {
     pub(super) bytes_in: u64,
     pub(super) bytes_out: u64,
     pub(super) outcome: &'static str,
+    /// A streamed request body: its byte count is final only when the exchange ends.
+    pub(super) streamed: Option<Arc<super::upstream_body::Streamed>>,
 }
 
 impl Exchange {
@@ -57,6 +59,7 @@ impl Exchange {
             bytes_out: 0,
             // Until the body ends, a drop means the client went away.
             outcome: "client_gone",
+            streamed: None,
             route,
         }
     }
@@ -67,6 +70,9 @@ impl Drop for Exchange {
         let r = &self.route;
         r.inflight.dec();
         let elapsed = self.started.elapsed();
+        if let Some(s) = &self.streamed {
+            self.bytes_in = s.bytes();
+        }
         r.counters
             .record(self.method, self.status, elapsed.as_secs_f64(), self.error);
         telemetry::access(&telemetry::AccessLine {

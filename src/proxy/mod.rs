@@ -11,14 +11,14 @@ mod body;
 mod client;
 mod exchange;
 mod target;
+mod upstream_body;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Request, Response};
-use http_body_util::Full;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use prometheus::{Histogram, IntGauge};
 
@@ -27,21 +27,24 @@ pub use client::UpstreamClient;
 pub use exchange::Exchange;
 pub use target::Target;
 
-use crate::config::{RouteConfig, Upstream};
+pub use upstream_body::{Cut, StreamError, Streamed, UpstreamBody};
+
+use crate::auth_failures::{self, AuthFailures};
+use crate::config::{Payload, RouteConfig, Upstream};
 use crate::credentials::CredentialCell;
 use crate::error::{error_chain, ProxyError, StartupError};
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::signing::{self, Scope};
+use crate::route_signing::{RouteSigner, Signed};
 use body::read_body;
 use client::build_client;
-use target::strip_hop_by_hop;
+use target::{content_length, strip_hop_by_hop};
 
 /// Everything one route needs per request, built once at start.
 pub struct Route {
     pub name: Arc<str>,
     pub upstream: Upstream,
     target: Target,
-    scope: Scope,
+    signer: RouteSigner,
     creds: CredentialCell,
     client: UpstreamClient,
     bodies: BodyBudget,
@@ -49,6 +52,7 @@ pub struct Route {
     counters: RouteMetrics,
     inflight: IntGauge,
     upstream_duration: Histogram,
+    auth_failures: AuthFailures,
 }
 
 impl Route {
@@ -65,9 +69,11 @@ impl Route {
         metrics.init_route(&cfg.name);
         Ok(Route {
             name: cfg.name.as_str().into(),
-            target: Target::new(&cfg.upstream, cfg.max_body_bytes),
+            target: Target::new(&cfg.upstream, cfg.max_body_bytes)
+                .with_client_authorization_to(cfg.reach.client_authorization_to.clone()),
             upstream: cfg.upstream.clone(),
-            scope: Scope::new(&cfg.region, &cfg.service),
+            signer: RouteSigner::new(cfg),
+            auth_failures: AuthFailures::new(&cfg.name, &metrics.upstream_auth_failures),
             creds,
             client,
             bodies,
@@ -87,11 +93,17 @@ impl Route {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
         let mut log = Exchange::start(self.clone(), &req);
         match self.forward(req, &mut log).await {
-            Ok(res) => {
+            Ok((res, signed)) => {
                 let (mut parts, body) = res.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 log.status = parts.status.as_u16();
-                Response::from_parts(parts, ProxyBody::upstream(body, log))
+                let body = if parts.status == StatusCode::FORBIDDEN {
+                    self.inspect_refusal(&parts.headers, body, &signed, log)
+                        .await
+                } else {
+                    ProxyBody::upstream(body, log)
+                };
+                Response::from_parts(parts, body)
             }
             Err(e) => {
                 log.status = e.status().as_u16();
@@ -106,37 +118,104 @@ impl Route {
         &self,
         req: Request<Incoming>,
         log: &mut Exchange,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<(Response<Incoming>, Signed), ProxyError> {
         let (mut parts, body) = req.into_parts();
         let declared = self.target.prepare(&mut parts)?;
-        let (body, hash, _budget) =
-            read_body(body, declared, self.target.max_body_bytes, &self.bodies).await?;
-        log.bytes_in = body.len() as u64;
-        if !body.is_empty() || declared.is_some() {
-            parts
-                .headers
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        }
+        let limit = self.target.max_body_bytes;
+        let (body, hash, streamed, _budget) = match self.signer.payload {
+            Payload::Signed => {
+                let (body, hash, budget) = read_body(body, declared, limit, &self.bodies).await?;
+                log.bytes_in = body.len() as u64;
+                if !body.is_empty() || declared.is_some() {
+                    parts
+                        .headers
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                }
+                (UpstreamBody::full(body), Some(hash), None, budget)
+            }
+            // The body goes upstream as it arrives, framed as the app framed it (its
+            // Content-Length, checked against the limit already, or chunked).
+            Payload::Unsigned => {
+                let (body, state) = UpstreamBody::streaming(body, limit);
+                log.streamed = Some(state.clone());
+                (body, None, Some(state), None)
+            }
+        };
 
         let now = SystemTime::now();
         let creds = self.creds.current(now)?;
-        signing::sign_request(&mut parts, &hash, &creds, &self.scope, now)?;
-        drop(creds);
+        // Taken before signing: the diagnostics recompute the signature's own headers.
+        let signed = Signed::new(&parts, hash, creds.clone(), now);
+        self.signer
+            .sign(&mut parts, signed.body_hash(), &creds, now)?;
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            if let Some(d) = self.signer.diagnostics(&signed) {
+                tracing::debug!(
+                    route = %self.name,
+                    canonical_request = %d.canonical_request,
+                    string_to_sign = %d.string_to_sign,
+                    "signed request"
+                );
+            }
+        }
 
         let sent = Instant::now();
-        let res = tokio::time::timeout(
-            self.request_timeout,
-            self.client
-                .request(Request::from_parts(parts, Full::new(body))),
-        )
+        let send = self.client.request(Request::from_parts(parts, body));
+        let res = tokio::time::timeout(self.request_timeout, async {
+            match &streamed {
+                // A cut body aborts the upstream request; its answer is not waited for.
+                Some(state) => tokio::select! {
+                    res = send => Ok(res),
+                    cut = state.cut() => Err(cut),
+                },
+                None => Ok(send.await),
+            }
+        })
         .await;
         let upstream_time = sent.elapsed();
         log.upstream = Some(upstream_time);
         self.upstream_duration.observe(upstream_time.as_secs_f64());
-        match res {
-            Err(_elapsed) => Err(ProxyError::UpstreamTimeout(self.request_timeout)),
-            Ok(Err(e)) => Err(ProxyError::UpstreamUnreachable(error_chain(&e))),
-            Ok(Ok(res)) => Ok(res),
+        let cut = streamed.as_ref().and_then(|s| s.outcome());
+        match (res, cut) {
+            (Ok(Err(Cut::OverLimit)), _) | (Ok(Ok(Err(_))), Some(Cut::OverLimit)) => {
+                Err(ProxyError::PayloadTooLarge { limit })
+            }
+            (Ok(Err(Cut::Client)), _) | (Ok(Ok(Err(_))), Some(Cut::Client)) => Err(
+                ProxyError::ClientBody("the app's connection failed mid-body".into()),
+            ),
+            (Err(_elapsed), _) => Err(ProxyError::UpstreamTimeout(self.request_timeout)),
+            (Ok(Ok(Err(e))), None) => Err(ProxyError::UpstreamUnreachable(error_chain(&e))),
+            (Ok(Ok(Ok(res))), _) => Ok((res, signed)),
         }
+    }
+
+    /// A 403 from the upstream: if it is one of AWS's signature or token errors, count it and
+    /// (once per window) log the upstream's message next to the sidecar's canonical request.
+    /// The body reaches the app unchanged either way.
+    async fn inspect_refusal(
+        &self,
+        headers: &HeaderMap,
+        body: Incoming,
+        signed: &Signed,
+        log: Exchange,
+    ) -> ProxyBody {
+        let declared = content_length(headers).ok().flatten();
+        let peeked = auth_failures::peek(body, declared, self.request_timeout).await;
+        if let Some(refusal) = auth_failures::classify(headers, &peeked.prefix) {
+            if self.auth_failures.record(refusal.reason) {
+                let d = self.signer.diagnostics(signed);
+                tracing::warn!(
+                    route = %self.name,
+                    reason = refusal.reason.label(),
+                    upstream_error_type = refusal.error_type.as_deref(),
+                    upstream_message = %self.signer.shown_message(&refusal.message, signed),
+                    canonical_request = d.as_ref().map(|d| d.canonical_request.as_str()),
+                    string_to_sign = d.as_ref().map(|d| d.string_to_sign.as_str()),
+                    "upstream refused the request's credentials or signature; compare its \
+                     canonical request (in upstream_message) with the sidecar's"
+                );
+            }
+        }
+        ProxyBody::prefixed(peeked.prefix, peeked.rest, log)
     }
 }

@@ -16,6 +16,8 @@ pub struct Target {
     uri_prefix: String,
     host_header: HeaderValue,
     pub max_body_bytes: u64,
+    /// Where the app's `Authorization` is forwarded (`client_authorization_to`).
+    client_authorization_to: Option<HeaderName>,
 }
 
 impl Target {
@@ -27,7 +29,14 @@ impl Target {
             ),
             host_header: upstream.host_header.clone(),
             max_body_bytes,
+            client_authorization_to: None,
         }
+    }
+
+    /// Forwards the app's own `Authorization` under `to` instead of dropping it.
+    pub fn with_client_authorization_to(mut self, to: Option<HeaderName>) -> Self {
+        self.client_authorization_to = to;
+        self
     }
 
     /// Rewrites `parts` (as received from the app) into the upstream request head: refuses
@@ -45,6 +54,13 @@ impl Target {
             return Err(ProxyError::PayloadTooLarge {
                 limit: self.max_body_bytes,
             });
+        }
+        if let Some(to) = &self.client_authorization_to {
+            // A bearer token the service behind IAM still checks: kept, under another name.
+            if let Some(mut app_auth) = parts.headers.remove(header::AUTHORIZATION) {
+                app_auth.set_sensitive(true);
+                parts.headers.insert(to.clone(), app_auth);
+            }
         }
         prepare_headers(&mut parts.headers, &self.host_header);
         parts.uri = uri;
@@ -164,7 +180,7 @@ fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), ProxyError> {
     Ok(())
 }
 
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
+pub(super) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
     match headers.get(header::CONTENT_LENGTH) {
         None => Ok(None),
         Some(v) => v

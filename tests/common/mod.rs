@@ -560,12 +560,17 @@ pub fn closed_port() -> u16 {
 
 /// Resident set size of a process, in KiB (`VmRSS` of /proc/PID/status).
 pub fn rss_kib(pid: i32) -> u64 {
+    proc_status_kib(pid, "VmRSS")
+}
+
+/// A KiB field of /proc/PID/status: `VmRSS` (resident now), `VmHWM` (peak resident), ...
+pub fn proc_status_kib(pid: i32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
 }
 
 /// Open file descriptors of a process (entries of /proc/PID/fd).

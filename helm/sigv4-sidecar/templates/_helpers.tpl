@@ -130,22 +130,22 @@ Input: dict "listen" <string or nil> "default" <int> "what" <key for messages>.
 
 {{/*
 One TOML `key = value` line (preceded by a newline) for config key .key (camelCase) with
-value .value; nothing at all for an unset value (nil or ""), so the binary's default applies.
-Strings are rendered as JSON strings, which are valid TOML basic strings.
+value .value; nothing at all for an unset value (nil, "" or an empty list), so the binary's
+default applies. Strings, and lists of strings, are rendered as JSON, which is valid TOML.
 */}}
 {{- define "sigv4-sidecar.tomlKeyValue" -}}
 {{- $v := .value -}}
-{{- if not (or (kindIs "invalid" $v) (and (kindIs "string" $v) (eq $v ""))) }}
-{{ snakecase .key }} = {{ if kindIs "string" $v }}{{ toJson $v }}{{ else if or (kindIs "float64" $v) (kindIs "int" $v) (kindIs "int64" $v) }}{{ int64 $v }}{{ else }}{{ fail (printf "%s: unsupported value %v (expected a string or an integer)" .where $v) }}{{ end }}
+{{- if not (or (kindIs "invalid" $v) (and (kindIs "string" $v) (eq $v "")) (and (kindIs "slice" $v) (eq (len $v) 0))) }}
+{{ snakecase .key }} = {{ if kindIs "string" $v }}{{ toJson $v }}{{ else if kindIs "slice" $v }}{{ range $v }}{{ if not (kindIs "string" .) }}{{ fail (printf "%s: %v is not a string" $.where .) }}{{ end }}{{ end }}{{ toJson $v }}{{ else if or (kindIs "float64" $v) (kindIs "int" $v) (kindIs "int64" $v) }}{{ int64 $v }}{{ else }}{{ fail (printf "%s: unsupported value %v (expected a string, a list of strings or an integer)" .where $v) }}{{ end }}
 {{- end -}}
 {{- end -}}
 
 {{/* Config keys in file order, top level and per route. */}}
 {{- define "sigv4-sidecar.topLevelKeys" -}}
-upstream region service roleArn roleSessionName externalId roleDuration refreshBeforeExpiry maxBodyBytes caFile connectTimeout requestTimeout shutdownGrace listen adminListen logFormat logLevel maxConnections maxInflightBodyBytes maxHeaderBytes headerReadTimeout
+upstream region service roleArn roleSessionName externalId roleDuration refreshBeforeExpiry maxBodyBytes caFile connectTimeout requestTimeout connect payload signingAlgorithm regionSet unsignedHeaders clientAuthorizationTo shutdownGrace listen adminListen logFormat logLevel maxConnections maxInflightBodyBytes maxHeaderBytes headerReadTimeout
 {{- end -}}
 {{- define "sigv4-sidecar.routeKeys" -}}
-name listen upstream region service roleArn roleSessionName externalId roleDuration refreshBeforeExpiry maxBodyBytes caFile connectTimeout requestTimeout
+name listen upstream region service roleArn roleSessionName externalId roleDuration refreshBeforeExpiry maxBodyBytes caFile connectTimeout requestTimeout connect payload signingAlgorithm regionSet unsignedHeaders clientAuthorizationTo
 {{- end -}}
 
 {{/*
