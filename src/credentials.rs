@@ -48,6 +48,18 @@ impl Credentials {
         }
     }
 
+    /// The example session credentials unit tests sign with (AKIDEXAMPLE / secret / token).
+    #[cfg(test)]
+    pub(crate) fn example() -> Self {
+        Credentials::new(aws_credential_types::Credentials::new(
+            "AKIDEXAMPLE",
+            "secret",
+            Some("token".into()),
+            None,
+            "test",
+        ))
+    }
+
     /// Whether they may still be used at `now`.
     pub fn usable_at(&self, now: SystemTime) -> bool {
         self.usable_until.is_none_or(|u| now < u)

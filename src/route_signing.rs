@@ -375,13 +375,7 @@ mod tests {
     }
 
     fn sign_one(signer: &RouteSigner, body: BodyHash<'_>) -> http::HeaderMap {
-        let creds = Credentials::new(aws_credential_types::Credentials::new(
-            "AKIDEXAMPLE",
-            "secret",
-            Some("token".into()),
-            None,
-            "test",
-        ));
+        let creds = Credentials::example();
         let (mut parts, ()) = http::Request::builder()
             .uri("https://a.execute-api.us-east-1.amazonaws.com/Prod/x")
             .header("host", "a.execute-api.us-east-1.amazonaws.com")

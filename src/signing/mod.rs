@@ -439,13 +439,7 @@ mod tests {
 
     #[test]
     fn adds_signature_headers_and_marks_them_sensitive() {
-        let creds = Credentials::new(aws_credential_types::Credentials::new(
-            "AKIDEXAMPLE",
-            "secret",
-            Some("token".into()),
-            None,
-            "test",
-        ));
+        let creds = Credentials::example();
         let (mut parts, ()) = http::Request::builder()
             .method("GET")
             .uri("https://abc.execute-api.us-east-1.amazonaws.com/Prod/a%20b?x=1")
