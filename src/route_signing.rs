@@ -22,7 +22,7 @@ use aws_sigv4::http_request::{
     sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningParams,
     SigningSettings, UriPathNormalizationMode,
 };
-use aws_sigv4::sign::{v4, v4a};
+use aws_sigv4::sign::v4a;
 use http::{HeaderName, HeaderValue};
 
 use crate::config::reach::always_unsigned;
@@ -261,7 +261,7 @@ impl RouteSigner {
         creds: &Credentials,
         now: SystemTime,
     ) -> Result<(), ProxyError> {
-        if self.algorithm == Algorithm::SigV4 {
+        let Algorithm::SigV4a { region_set } = &self.algorithm else {
             let signature = {
                 let headers = signing::signable_headers(&parts.headers, |n| self.excluded(n));
                 let req = RequestToSign {
@@ -274,7 +274,8 @@ impl RouteSigner {
             };
             signature.apply(&mut parts.headers);
             return Ok(());
-        }
+        };
+        // SigV4A: aws-sigv4's `sign()`, with the same header choice.
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let headers = parts
             .headers
@@ -290,26 +291,15 @@ impl RouteSigner {
         };
         let signable = SignableRequest::new(parts.method.as_str(), target, headers, body)
             .map_err(|e| failed(&e))?;
-        let params: SigningParams<'_> = match &self.algorithm {
-            Algorithm::SigV4 => v4::SigningParams::builder()
-                .identity(&creds.identity)
-                .region(&self.region)
-                .name(&self.service)
-                .time(now)
-                .settings(self.settings.clone())
-                .build()
-                .map_err(|e| failed(&e))?
-                .into(),
-            Algorithm::SigV4a { region_set } => v4a::SigningParams::builder()
-                .identity(&creds.identity)
-                .region_set(region_set)
-                .name(&self.service)
-                .time(now)
-                .settings(self.settings.clone())
-                .build()
-                .map_err(|e| failed(&e))?
-                .into(),
-        };
+        let params: SigningParams<'_> = v4a::SigningParams::builder()
+            .identity(&creds.identity)
+            .region_set(region_set)
+            .name(&self.service)
+            .time(now)
+            .settings(self.settings.clone())
+            .build()
+            .map_err(|e| failed(&e))?
+            .into();
         let (instructions, _signature) = sign(signable, &params)
             .map_err(|e| failed(&e))?
             .into_parts();
