@@ -48,69 +48,49 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// The event through the runtime's conversion and the handler, parsed.
+async fn answer(event: Value) -> (u64, Value, Vec<(String, String)>) {
+    parse(&invoke_json(event).await.expect("invoke"))
+}
+
 #[tokio::test]
-async fn rest_v1_with_iam_identity_names_the_caller() {
+async fn the_caller_is_the_iam_identity_or_null() {
+    for (name, caller) in [
+        ("rest-v1-iam.json", json!(ASSUMED)),
+        ("rest-v1-no-identity.json", Value::Null),
+        ("http-v2-iam.json", json!(ASSUMED)),
+        ("http-v2-no-authorizer.json", Value::Null),
+    ] {
+        let (status, body, headers) = answer(fixture(name)).await;
+        assert_eq!(status, 200, "{name}");
+        let expected = json!({"message": "Hello World", "caller": caller});
+        assert_eq!(body, expected, "{name}");
+        let content_type = header(&headers, "content-type");
+        assert_eq!(content_type, Some("application/json"), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn rest_v1_answers_carry_multi_value_headers() {
     let answer = invoke_json(fixture("rest-v1-iam.json"))
         .await
         .expect("invoke");
     // REST answers carry headers only in multiValueHeaders (lambda_http leaves `headers` empty).
     assert!(answer.get("multiValueHeaders").is_some(), "{answer}");
-    let (status, body, headers) = parse(&answer);
-    assert_eq!(status, 200);
-    assert_eq!(body, json!({"message": "Hello World", "caller": ASSUMED}));
-    assert_eq!(header(&headers, "content-type"), Some("application/json"));
 }
 
 #[tokio::test]
-async fn rest_v1_without_identity_has_null_caller() {
-    let (status, body, _) = parse(
-        &invoke_json(fixture("rest-v1-no-identity.json"))
-            .await
-            .expect("invoke"),
-    );
-    assert_eq!(status, 200);
-    assert_eq!(body, json!({"message": "Hello World", "caller": null}));
-}
-
-#[tokio::test]
-async fn rest_v1_path_with_stage_prefix_is_routed() {
-    let mut event = fixture("rest-v1-iam.json");
-    event["path"] = json!("/Prod/hello-world");
-    let (status, body, _) = parse(&invoke_json(event).await.expect("invoke"));
-    assert_eq!(status, 200);
-    assert_eq!(body["caller"], json!(ASSUMED));
-}
-
-#[tokio::test]
-async fn http_v2_with_iam_authorizer_names_the_caller() {
-    let (status, body, headers) = parse(
-        &invoke_json(fixture("http-v2-iam.json"))
-            .await
-            .expect("invoke"),
-    );
-    assert_eq!(status, 200);
-    assert_eq!(body, json!({"message": "Hello World", "caller": ASSUMED}));
-    assert_eq!(header(&headers, "content-type"), Some("application/json"));
-}
-
-#[tokio::test]
-async fn http_v2_without_authorizer_has_null_caller() {
-    let (status, body, _) = parse(
-        &invoke_json(fixture("http-v2-no-authorizer.json"))
-            .await
-            .expect("invoke"),
-    );
-    assert_eq!(status, 200);
-    assert_eq!(body, json!({"message": "Hello World", "caller": null}));
-}
-
-#[tokio::test]
-async fn http_v2_named_stage_in_raw_path_is_routed() {
-    let mut event = fixture("http-v2-iam.json");
-    event["rawPath"] = json!("/Prod/hello-world");
-    event["requestContext"]["stage"] = json!("Prod");
-    let (status, _, _) = parse(&invoke_json(event).await.expect("invoke"));
-    assert_eq!(status, 200);
+async fn a_stage_prefix_in_the_path_is_routed() {
+    let mut rest = fixture("rest-v1-iam.json");
+    rest["path"] = json!("/Prod/hello-world");
+    let mut http = fixture("http-v2-iam.json");
+    http["rawPath"] = json!("/Prod/hello-world");
+    http["requestContext"]["stage"] = json!("Prod");
+    for event in [rest, http] {
+        let (status, body, _) = answer(event).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["caller"], json!(ASSUMED));
+    }
 }
 
 #[tokio::test]
@@ -121,7 +101,7 @@ async fn unknown_path_is_json_404() {
     ] {
         let mut event = fixture(name);
         event[field] = json!("/nope");
-        let (status, body, headers) = parse(&invoke_json(event).await.expect("invoke"));
+        let (status, body, headers) = answer(event).await;
         assert_eq!(status, 404, "{name}");
         assert_eq!(body["message"], json!("Not Found"), "{name}");
         assert_eq!(header(&headers, "content-type"), Some("application/json"));
@@ -135,7 +115,7 @@ async fn wrong_method_is_json_405_with_allow() {
     let mut http = fixture("http-v2-iam.json");
     http["requestContext"]["http"]["method"] = json!("DELETE");
     for event in [rest, http] {
-        let (status, body, headers) = parse(&invoke_json(event).await.expect("invoke"));
+        let (status, body, headers) = answer(event).await;
         assert_eq!(status, 405);
         assert_eq!(body["message"], json!("Method Not Allowed"));
         assert_eq!(header(&headers, "allow"), Some("GET"));
