@@ -186,9 +186,7 @@ impl Scope {
     ) -> Result<Signature, ProxyError> {
         let (date, key) = self.key(creds, now)?;
         let entries = self.entries(req, &date, &key)?;
-        let creq_hash = self.canonical_request_hash(req, &entries);
-        let mut sts: SmallVec<[u8; 256]> = SmallVec::new();
-        write_string_to_sign(&mut sts, &date, &key.scope, &creq_hash);
+        let sts = self.string_to_sign(req, &entries, &date, &key.scope);
         let signature = v4::calculate_signature(key.key, &sts);
 
         let mut auth = Vec::with_capacity(AUTH_OVERHEAD + key.credential.len() + 16 * 8);
@@ -224,11 +222,9 @@ impl Scope {
     ) -> Result<Diagnostics, ProxyError> {
         let (date, key) = self.key(creds, now)?;
         let entries = self.entries(req, &date, &key)?;
-        let creq_hash = self.canonical_request_hash(req, &entries);
+        let sts = self.string_to_sign(req, &entries, &date, &key.scope);
         let mut canonical_request = String::new();
         self.write_canonical_request(&mut canonical_request, req, &entries, Values::Redacted);
-        let mut sts = Vec::new();
-        write_string_to_sign(&mut sts, &date, &key.scope, &creq_hash);
         Ok(Diagnostics {
             canonical_request,
             string_to_sign: String::from_utf8_lossy(&sts).into_owned(),
@@ -313,14 +309,32 @@ impl Scope {
         Ok(entries)
     }
 
-    /// Lowercase hex SHA-256 of the canonical request, streamed into the hasher.
-    fn canonical_request_hash(&self, req: &RequestToSign<'_>, entries: &[Entry<'_>]) -> [u8; 64] {
+    /// The string to sign: the canonical request is hashed as it is written, never built.
+    fn string_to_sign(
+        &self,
+        req: &RequestToSign<'_>,
+        entries: &[Entry<'_>],
+        date: &[u8; 16],
+        scope: &str,
+    ) -> SmallVec<[u8; 256]> {
         let mut hasher = canonical::HashSink::new();
         self.write_canonical_request(&mut hasher, req, entries, Values::Plain);
         let mut hex = [0u8; 64];
         // 32 bytes always fit 64 hex digits.
         let _ = hex::encode_to_slice(hasher.finish(), &mut hex);
-        hex
+        // `AWS4-HMAC-SHA256\n<date>\n<scope>\n<hash>`.
+        let mut sts = SmallVec::new();
+        for part in [
+            &b"AWS4-HMAC-SHA256\n"[..],
+            date,
+            b"\n",
+            scope.as_bytes(),
+            b"\n",
+            &hex,
+        ] {
+            sts.extend_from_slice(part);
+        }
+        sts
     }
 
     fn write_canonical_request(
@@ -348,20 +362,6 @@ impl Scope {
         canonical::write_headers(sink, entries, values);
         sink.put(b"\n");
         sink.put(req.payload.as_str().as_bytes());
-    }
-}
-
-/// `AWS4-HMAC-SHA256\n<date>\n<scope>\n<hash>`.
-fn write_string_to_sign(out: &mut impl Extend<u8>, date: &[u8; 16], scope: &str, hash: &[u8; 64]) {
-    for part in [
-        &b"AWS4-HMAC-SHA256\n"[..],
-        date,
-        b"\n",
-        scope.as_bytes(),
-        b"\n",
-        hash,
-    ] {
-        out.extend(part.iter().copied());
     }
 }
 
