@@ -48,14 +48,21 @@ impl Credentials {
         }
     }
 
-    /// The example session credentials unit tests sign with (AKIDEXAMPLE / secret / token).
+    /// The example session credentials unit tests sign with, without an expiry.
     #[cfg(test)]
     pub(crate) fn example() -> Self {
+        Self::example_until(None)
+    }
+
+    /// The example session credentials (`AKIDEXAMPLE`; secret key and token both start with
+    /// `very-secret`, so a test can look for them in output), expiring at `expiry`.
+    #[cfg(test)]
+    pub(crate) fn example_until(expiry: Option<SystemTime>) -> Self {
         Credentials::new(aws_credential_types::Credentials::new(
             "AKIDEXAMPLE",
-            "secret",
-            Some("token".into()),
-            None,
+            "very-secret-key",
+            Some("very-secret-token".into()),
+            expiry,
             "test",
         ))
     }
@@ -381,23 +388,15 @@ pub fn build(
 mod tests {
     use super::*;
 
-    fn creds(expiry: Option<SystemTime>) -> Credentials {
-        Credentials::new(aws_credential_types::Credentials::new(
-            "AKIDTEST",
-            "very-secret-key",
-            Some("very-secret-token".into()),
-            expiry,
-            "test",
-        ))
-    }
-
     #[test]
     fn never_hands_out_credentials_in_their_last_30_seconds() {
         let now = SystemTime::now();
         let cell = CredentialCell::new("arn:aws:iam::1:role/r");
         let e = cell.current(now).expect_err("empty");
         assert!(e.reason.contains("no credentials"), "{}", e.reason);
-        cell.store(creds(Some(now + Duration::from_secs(31))));
+        cell.store(Credentials::example_until(Some(
+            now + Duration::from_secs(31),
+        )));
         assert!(cell.current(now).is_ok());
         assert!(
             cell.current(now + Duration::from_secs(2)).is_err(),
@@ -417,7 +416,7 @@ mod tests {
 
     #[test]
     fn debug_shows_no_secret() {
-        let shown = format!("{:?}", creds(None));
+        let shown = format!("{:?}", Credentials::example_until(None));
         assert!(!shown.contains("very-secret"), "{shown}");
     }
 
