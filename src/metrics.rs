@@ -5,6 +5,7 @@
 
 use std::sync::OnceLock;
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -15,6 +16,19 @@ use prometheus::{
 const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+
+/// `metric`, registered. Names, help texts and labels are fixed in the source, so a failure
+/// here is a bug the unit tests catch, never an input error.
+fn registered<M: Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let metric = metric.expect("static metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
+}
 
 /// All metrics of the process.
 #[derive(Clone)]
@@ -33,97 +47,71 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let requests_total = IntCounterVec::new(
-            Opts::new(
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            registered(&registry, IntCounterVec::new(Opts::new(name, help), labels))
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            let opts = HistogramOpts::new(name, help).buckets(BUCKETS.to_vec());
+            registered(&registry, HistogramVec::new(opts, labels))
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            registered(&registry, IntGaugeVec::new(Opts::new(name, help), labels))
+        };
+        let metrics = Metrics {
+            requests_total: counter(
                 "sigv4_sidecar_requests_total",
                 "Requests answered, by route, method and status code.",
+                &["route", "method", "code"],
             ),
-            &["route", "method", "code"],
-        )
-        .expect("static metric");
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
+            request_duration: histogram(
                 "sigv4_sidecar_request_duration_seconds",
                 "Time from request received to response fully sent, by route and method.",
-            )
-            .buckets(BUCKETS.to_vec()),
-            &["route", "method"],
-        )
-        .expect("static metric");
-        let upstream_duration = HistogramVec::new(
-            HistogramOpts::new(
+                &["route", "method"],
+            ),
+            upstream_duration: histogram(
                 "sigv4_sidecar_upstream_duration_seconds",
                 "Time from request sent upstream to response headers received.",
-            )
-            .buckets(BUCKETS.to_vec()),
-            &["route"],
-        )
-        .expect("static metric");
-        let errors_total = IntCounterVec::new(
-            Opts::new(
+                &["route"],
+            ),
+            errors_total: counter(
                 "sigv4_sidecar_errors_total",
                 "Answers the sidecar produced itself, by error code.",
+                &["route", "error"],
             ),
-            &["route", "error"],
-        )
-        .expect("static metric");
-        let inflight = IntGaugeVec::new(
-            Opts::new(
+            inflight: gauge(
                 "sigv4_sidecar_inflight_requests",
                 "Requests being processed or streamed right now.",
+                &["route"],
             ),
-            &["route"],
-        )
-        .expect("static metric");
-        let refresh_total = IntCounterVec::new(
-            Opts::new(
+            refresh_total: counter(
                 "sigv4_sidecar_credentials_refresh_total",
                 "Credential refresh attempts, by result.",
+                &["role_arn", "result"],
             ),
-            &["role_arn", "result"],
-        )
-        .expect("static metric");
-        let expiry_timestamp = GaugeVec::new(
-            Opts::new(
-                "sigv4_sidecar_credentials_expiry_timestamp_seconds",
-                "Unix time at which the held credentials expire (0: none held).",
+            expiry_timestamp: registered(
+                &registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "sigv4_sidecar_credentials_expiry_timestamp_seconds",
+                        "Unix time at which the held credentials expire (0: none held).",
+                    ),
+                    &["role_arn"],
+                ),
             ),
-            &["role_arn"],
-        )
-        .expect("static metric");
-        let upstream_auth_failures = IntCounterVec::new(
-            Opts::new(
+            upstream_auth_failures: counter(
                 "sigv4_sidecar_upstream_auth_failures_total",
                 "Upstream 403s carrying one of AWS's signature or token errors, by reason.",
+                &["route", "reason"],
             ),
-            &["route", "reason"],
-        )
-        .expect("static metric");
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "sigv4_sidecar_build_info",
-                "Always 1; the version label tells the build.",
-            ),
+            registry: registry.clone(),
+        };
+        gauge(
+            "sigv4_sidecar_build_info",
+            "Always 1; the version label tells the build.",
             &["version"],
         )
-        .expect("static metric");
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-
-        for c in [
-            Box::new(requests_total.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(request_duration.clone()),
-            Box::new(upstream_duration.clone()),
-            Box::new(errors_total.clone()),
-            Box::new(inflight.clone()),
-            Box::new(refresh_total.clone()),
-            Box::new(expiry_timestamp.clone()),
-            Box::new(upstream_auth_failures.clone()),
-            Box::new(build_info),
-        ] {
-            registry.register(c).expect("metric names are unique");
-        }
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
         // process_* metrics (CPU, RSS, open fds), unprefixed as every exporter's are.
         #[cfg(target_os = "linux")]
         registry
@@ -131,17 +119,7 @@ impl Metrics {
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("process collector registers once");
-        Metrics {
-            registry,
-            requests_total,
-            request_duration,
-            upstream_duration,
-            errors_total,
-            inflight,
-            refresh_total,
-            expiry_timestamp,
-            upstream_auth_failures,
-        }
+        metrics
     }
 
     /// Declares a route so its series exist (at zero) before its first request.
