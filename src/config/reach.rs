@@ -326,6 +326,11 @@ mod tests {
         Upstream::parse("upstream", url).expect("url")
     }
 
+    /// `raw` validated as the top-level route of `url`, signing in `region`.
+    fn top(raw: RawReach<'_>, url: &str, region: &str) -> Result<Reach, ConfigError> {
+        validate(&raw, str::to_string, &upstream(url), region)
+    }
+
     #[test]
     fn lattice_hosts() {
         assert_eq!(
@@ -338,37 +343,26 @@ mod tests {
 
     #[test]
     fn defaults_and_lattice_payload() {
-        let r = validate(
-            &RawReach::default(),
-            str::to_string,
-            &upstream("https://a.execute-api.us-east-1.amazonaws.com/Prod"),
-            "us-east-1",
-        )
-        .expect("valid");
+        let api = "https://a.execute-api.us-east-1.amazonaws.com/Prod";
+        let r = top(RawReach::default(), api, "us-east-1").expect("valid");
         assert_eq!(r.payload, Payload::Signed);
         assert_eq!(r.algorithm, Algorithm::SigV4);
         assert_eq!(r.connect, None);
-        let l = validate(
-            &RawReach::default(),
-            str::to_string,
-            &upstream("https://svc-0123.0123.vpc-lattice-svcs.eu-west-1.on.aws"),
-            "eu-west-1",
-        )
-        .expect("valid");
+        let lattice = "https://svc-0123.0123.vpc-lattice-svcs.eu-west-1.on.aws";
+        let l = top(RawReach::default(), lattice, "eu-west-1").expect("valid");
         assert_eq!(l.payload, Payload::Unsigned);
     }
 
     #[test]
     fn connect_forms() {
-        let u = upstream("https://a.execute-api.us-east-1.amazonaws.com");
         let c = |v: &str| {
-            validate(
-                &RawReach {
-                    connect: Some(v),
-                    ..Default::default()
-                },
-                str::to_string,
-                &u,
+            let raw = RawReach {
+                connect: Some(v),
+                ..Default::default()
+            };
+            top(
+                raw,
+                "https://a.execute-api.us-east-1.amazonaws.com",
                 "us-east-1",
             )
         };
@@ -390,52 +384,40 @@ mod tests {
     fn errors_name_key_value_problem() {
         let u = upstream("https://a.execute-api.us-east-1.amazonaws.com");
         let key = |k: &str| format!("routes[x].{k}");
-        let cases: Vec<(RawReach<'_>, &str)> = vec![
+        // Each case sets keys on an empty route and names what the error must mention.
+        type Set = fn(&mut RawReach<'static>);
+        let cases: [(Set, &str); 5] = [
+            (|r| r.payload = Some("maybe"), "routes[x].payload"),
             (
-                RawReach {
-                    payload: Some("maybe"),
-                    ..Default::default()
-                },
-                "routes[x].payload",
-            ),
-            (
-                RawReach {
-                    signing_algorithm: Some("sigv5"),
-                    ..Default::default()
-                },
+                |r| r.signing_algorithm = Some("sigv5"),
                 "routes[x].signing_algorithm",
             ),
             (
-                RawReach {
-                    signing_algorithm: Some("sigv4a"),
-                    region_set: Some("us east"),
-                    ..Default::default()
+                |r| {
+                    r.signing_algorithm = Some("sigv4a");
+                    r.region_set = Some("us east");
                 },
                 "routes[x].region_set",
             ),
             (
-                RawReach {
-                    client_authorization_to: Some("x-forwarded-auth"),
-                    ..Default::default()
-                },
+                |r| r.client_authorization_to = Some("x-forwarded-auth"),
                 "must be signed",
             ),
             (
-                RawReach {
-                    client_authorization_to: Some("x-amz-date"),
-                    ..Default::default()
-                },
+                |r| r.client_authorization_to = Some("x-amz-date"),
                 "sets or drops",
             ),
         ];
-        for (raw, needle) in cases {
+        for (set, needle) in cases {
+            let mut raw = RawReach::default();
+            set(&mut raw);
             let e = validate(&raw, key, &u, "us-east-1")
                 .expect_err(needle)
                 .to_string();
             assert!(e.contains(needle), "{e:?} should mention {needle:?}");
         }
-        let vpce = upstream("https://vpce-0abc-de4f.execute-api.us-east-1.vpce.amazonaws.com/Prod");
-        let e = validate(&RawReach::default(), str::to_string, &vpce, "us-east-1")
+        let vpce = "https://vpce-0abc-de4f.execute-api.us-east-1.vpce.amazonaws.com/Prod";
+        let e = top(RawReach::default(), vpce, "us-east-1")
             .expect_err("vpce")
             .to_string();
         assert!(e.contains("`connect`") && e.contains("upstream"), "{e}");
@@ -443,17 +425,11 @@ mod tests {
 
     #[test]
     fn region_set_defaults_to_region() {
-        let u = upstream("https://a.example");
-        let r = validate(
-            &RawReach {
-                signing_algorithm: Some("sigv4a"),
-                ..Default::default()
-            },
-            str::to_string,
-            &u,
-            "eu-central-1",
-        )
-        .expect("valid");
+        let raw = RawReach {
+            signing_algorithm: Some("sigv4a"),
+            ..Default::default()
+        };
+        let r = top(raw, "https://a.example", "eu-central-1").expect("valid");
         assert_eq!(
             r.algorithm,
             Algorithm::SigV4a {
