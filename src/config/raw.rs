@@ -16,6 +16,8 @@ use super::{err, ConfigError, LogFormat};
 pub struct RawConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
     #[serde(
         default,
         deserialize_with = "lossy_string",
@@ -70,8 +72,6 @@ pub struct RawConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub refresh_before_expiry: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_body_bytes: Option<u64>,
     #[serde(
         default,
         deserialize_with = "lossy_string",
@@ -140,26 +140,26 @@ pub struct RawConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub shutdown_grace: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log_format: Option<LogFormat>,
     #[serde(
         default,
         deserialize_with = "lossy_string",
         skip_serializing_if = "Option::is_none"
     )]
     pub log_level: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_connections: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_inflight_body_bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_header_bytes: Option<u64>,
     #[serde(
         default,
         deserialize_with = "lossy_string",
         skip_serializing_if = "Option::is_none"
     )]
     pub header_read_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_inflight_body_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_header_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RawConfig>,
 }
