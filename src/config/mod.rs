@@ -310,9 +310,14 @@ mod tests {
 
     const API: &str = "https://abc123.execute-api.us-east-1.amazonaws.com/Prod";
 
+    /// A config file whose first line sets `upstream` to [`API`], then `rest`.
+    fn api(rest: &str) -> String {
+        format!("upstream = {API:?}\n{rest}")
+    }
+
     #[test]
     fn defaults_and_inference() {
-        let c = load(&format!("upstream = {API:?}"), &[]).expect("valid");
+        let c = load(&api(""), &[]).expect("valid");
         let r = &c.routes[0];
         assert_eq!(r.name, "default");
         assert_eq!(r.listen.to_string(), "127.0.0.1:8080");
@@ -330,7 +335,7 @@ mod tests {
     #[test]
     fn env_overrides_file() {
         let c = load(
-            &format!("upstream = {API:?}\nrequest_timeout = \"5s\""),
+            &api("request_timeout = \"5s\""),
             &[
                 ("SIGV4_SIDECAR_REQUEST_TIMEOUT", "7s"),
                 ("SIGV4_SIDECAR_EXTERNAL_ID", "123456"),
@@ -353,14 +358,14 @@ mod tests {
             ("upstream = \"https://x.example/p?a=1\"", "must not have a query"),
             ("upstream = \"https://x.example/p#f\"", "must not have a fragment"),
             ("upstream = \"https://x.example/\"", "cannot be inferred"),
-            (&format!("upstream = {API:?}\nrole_duration = \"soon\""), "role_duration"),
-            (&format!("upstream = {API:?}\nlisten = \"localhost\""), "listen"),
-            (&format!("upstream = {API:?}\nrole_arn = \"nope\""), "role_arn"),
-            (&format!("upstream = {API:?}\nroel_arn = \"x\""), "unknown key `roel_arn`"),
-            (&format!("upstream = {API:?}\nmax_body_bytes = \"big\""), "max_body_bytes"),
+            (&api("role_duration = \"soon\""), "role_duration"),
+            (&api("listen = \"localhost\""), "listen"),
+            (&api("role_arn = \"nope\""), "role_arn"),
+            (&api("roel_arn = \"x\""), "unknown key `roel_arn`"),
+            (&api("max_body_bytes = \"big\""), "max_body_bytes"),
             ("upstream = \"http://127.0.0.1:8080/\"\nregion=\"us-east-1\"\nservice=\"execute-api\"", "own listen address"),
-            (&format!("upstream = {API:?}\nca_file = \"/nonexistent/ca.pem\""), "ca_file"),
-            (&format!("upstream = {API:?}\nrefresh_before_expiry = \"5s\""), "at least 30s"),
+            (&api("ca_file = \"/nonexistent/ca.pem\""), "ca_file"),
+            (&api("refresh_before_expiry = \"5s\""), "at least 30s"),
         ];
         for (toml, needle) in cases {
             let e = load(toml, &[]).expect_err(toml).to_string();
@@ -374,9 +379,7 @@ mod tests {
     #[test]
     fn routes_inherit_and_infer() {
         let c = load(
-            &format!(
-                r#"upstream = {API:?}
-region = "us-east-1"
+            &api(r#"region = "us-east-1"
 service = "execute-api"
 role_arn = "arn:aws:iam::111111111111:role/orders-caller"
 request_timeout = "9s"
@@ -391,8 +394,7 @@ role_arn = "arn:aws:iam::222222222222:role/search-reader"
 name = "other"
 listen = "127.0.0.1:8082"
 upstream = "http://127.0.0.1:9999/x"
-"#
-            ),
+"#),
             &[],
         )
         .expect("valid");
@@ -418,20 +420,17 @@ upstream = "http://127.0.0.1:9999/x"
 
     #[test]
     fn duplicate_routes_are_errors() {
-        let dup_name = format!(
-            "upstream = {API:?}\n[[routes]]\nname=\"a\"\nlisten=\"127.0.0.1:8081\"\n[[routes]]\nname=\"a\"\nlisten=\"127.0.0.1:8082\"\n"
-        );
+        let dup_name = api("[[routes]]\nname=\"a\"\nlisten=\"127.0.0.1:8081\"\n[[routes]]\nname=\"a\"\nlisten=\"127.0.0.1:8082\"\n");
         assert!(load(&dup_name, &[])
             .expect_err("dup")
             .to_string()
             .contains("routes[a].name"));
-        let dup_port =
-            format!("upstream = {API:?}\n[[routes]]\nname=\"a\"\nlisten=\"127.0.0.1:8080\"\n");
+        let dup_port = api("[[routes]]\nname=\"a\"\nlisten=\"127.0.0.1:8080\"\n");
         assert!(load(&dup_port, &[])
             .expect_err("dup")
             .to_string()
             .contains("routes[a].listen"));
-        let no_region = format!("upstream = {API:?}\n[[routes]]\nname=\"b\"\nlisten=\"127.0.0.1:8083\"\nupstream=\"https://example.com\"\nservice=\"x\"\n");
+        let no_region = api("[[routes]]\nname=\"b\"\nlisten=\"127.0.0.1:8083\"\nupstream=\"https://example.com\"\nservice=\"x\"\n");
         // region inherits from the top level's explicit settings only; the top level inferred it,
         // so this route has none of its own.
         let e = load(&no_region, &[]).expect_err("no region").to_string();
@@ -441,7 +440,7 @@ upstream = "http://127.0.0.1:9999/x"
     #[test]
     fn routes_from_environment() {
         let c = load(
-            &format!("upstream = {API:?}"),
+            &api(""),
             &[(
                 "SIGV4_SIDECAR_ROUTES",
                 r#"[{name="fn", listen="127.0.0.1:8085", upstream="https://abc.lambda-url.us-west-2.on.aws"}]"#,
@@ -455,9 +454,8 @@ upstream = "http://127.0.0.1:9999/x"
     #[test]
     fn reach_keys_inherit_and_lattice_infers() {
         let c = load(
-            &format!(
-                r#"upstream = {API:?}
-connect = "vpce-0abc123-de4f5g6h.execute-api.us-east-1.vpce.amazonaws.com"
+            &api(
+                r#"connect = "vpce-0abc123-de4f5g6h.execute-api.us-east-1.vpce.amazonaws.com"
 unsigned_headers = ["x-edge-hop"]
 client_authorization_to = "x-original-authorization"
 
@@ -476,7 +474,7 @@ region = "us-east-1"
 service = "s3"
 signing_algorithm = "sigv4a"
 region_set = "*"
-"#
+"#,
             ),
             &[("SIGV4_SIDECAR_UNSIGNED_HEADERS", "x-a, X-B")],
         )
@@ -518,12 +516,9 @@ region_set = "*"
 
     #[test]
     fn signed_payload_keeps_its_memory_caps() {
-        let e = load(
-            &format!("upstream = {API:?}\nmax_body_bytes = 4294967296"),
-            &[],
-        )
-        .expect_err("over 1 GiB held")
-        .to_string();
+        let e = load(&api("max_body_bytes = 4294967296"), &[])
+            .expect_err("over 1 GiB held")
+            .to_string();
         assert!(e.contains("max_body_bytes"), "{e}");
         let e = load(
             "upstream = \"https://vpce-1.execute-api.us-east-1.vpce.amazonaws.com/Prod\"",
