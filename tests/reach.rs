@@ -53,13 +53,7 @@ fn refusal_warn(v: &serde_json::Value) -> bool {
 // ---- connect -----------------------------------------------------------------------------
 
 async fn private_api(sts: &StsEmulator) -> (Gateway, tempfile::TempDir, String) {
-    let gw = Gateway::builder(sts.clone())
-        .allowed_roles([ROLE])
-        .tls()
-        .api_host(API)
-        .start()
-        .await
-        .expect("gateway");
+    let gw = gateway_with(sts, |b| b.tls().api_host(API)).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = gw.write_ca_pem(dir.path()).display().to_string();
     (gw, dir, ca)
@@ -113,15 +107,13 @@ async fn connect_reaches_a_private_api_whose_certificate_names_only_the_endpoint
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vpce_upstream_is_a_config_error_pointing_at_connect() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sigv4-sidecar"))
-        .args(["--check"])
-        .env_clear()
-        .env(
+    let out = run_once(
+        &["--check"],
+        &[(
             "SIGV4_SIDECAR_UPSTREAM",
             "https://vpce-0abc123-de4f5g6h.execute-api.us-east-1.vpce.amazonaws.com/Prod",
-        )
-        .output()
-        .expect("runs");
+        )],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -133,16 +125,12 @@ async fn a_vpce_upstream_is_a_config_error_pointing_at_connect() {
 // ---- VPC Lattice ---------------------------------------------------------------------------
 
 async fn lattice(sts: &StsEmulator) -> Gateway {
-    Gateway::builder(sts.clone())
-        .allowed_roles([ROLE])
-        .lattice()
-        .start()
-        .await
-        .expect("gateway")
+    gateway_with(sts, |b| b.lattice()).await
 }
 
-fn lattice_sidecar(gw: &Gateway, sts: &StsEmulator, max_body: u64) -> Launch {
-    Launch::new(&gw.url(), sts)
+/// A sidecar signing for VPC Lattice at `upstream`, bodies up to `max_body`.
+fn lattice_sidecar(upstream: &str, sts: &StsEmulator, max_body: u64) -> Launch {
+    Launch::new(upstream, sts)
         .set("SERVICE", "vpc-lattice-svcs")
         .set("PAYLOAD", "unsigned")
         .set("MAX_BODY_BYTES", &max_body.to_string())
@@ -171,7 +159,7 @@ async fn lattice_streams_a_256_mib_chunked_upload_in_constant_memory() {
     const SIZE: u64 = 256 << 20;
     let sts = sts(LIFETIME).await;
     let gw = lattice(&sts).await;
-    let sidecar = ready_sidecar(lattice_sidecar(&gw, &sts, 1 << 30)).await;
+    let sidecar = ready_sidecar(lattice_sidecar(&gw.url(), &sts, 1 << 30)).await;
     let before = proc_status_kib(sidecar.pid(), "VmHWM");
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Chunked>();
@@ -206,12 +194,7 @@ async fn lattice_streams_a_256_mib_chunked_upload_in_constant_memory() {
         peak < 48 * 1024,
         "peak RSS {peak} KiB: the body was held (256 MiB sent)"
     );
-    let access = sidecar
-        .wait_for_log(
-            |v| v["message"] == "request" && v["path"] == "/upload",
-            Duration::from_secs(5),
-        )
-        .expect("access line");
+    let access = sidecar.access_line("/upload");
     assert_eq!(access["bytes_in"], SIZE, "{access}");
 }
 
@@ -220,7 +203,7 @@ async fn lattice_one_byte_over_the_limit_is_413_and_never_complete_upstream() {
     const LIMIT: usize = 1 << 20;
     let sts = sts(LIFETIME).await;
     let gw = lattice(&sts).await;
-    let sidecar = ready_sidecar(lattice_sidecar(&gw, &sts, LIMIT as u64)).await;
+    let sidecar = ready_sidecar(lattice_sidecar(&gw.url(), &sts, LIMIT as u64)).await;
 
     // Exactly the limit passes, complete.
     let ok = send("POST", &sidecar.url("/up"), &[], vec![7u8; LIMIT]).await;
@@ -284,13 +267,7 @@ async fn over_the_limit_on_the_wire_no_last_chunk_and_nothing_past_the_limit() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let upstream = format!("http://{}", listener.local_addr().expect("addr"));
     let recorded = tokio::spawn(record_one(listener));
-    let sidecar = ready_sidecar(
-        Launch::new(&upstream, &sts)
-            .set("SERVICE", "vpc-lattice-svcs")
-            .set("PAYLOAD", "unsigned")
-            .set("MAX_BODY_BYTES", &LIMIT.to_string()),
-    )
-    .await;
+    let sidecar = ready_sidecar(lattice_sidecar(&upstream, &sts, LIMIT as u64)).await;
     post_one_byte_over(&sidecar, LIMIT).await.assert_sidecar(
         413,
         "payload_too_large",
@@ -331,21 +308,15 @@ async fn declared_length_over_the_limit_is_refused_before_connecting() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
     let upstream = format!("http://{}", listener.local_addr().expect("addr"));
-    let sidecar = ready_sidecar(
-        Launch::new(&upstream, &sts)
-            .set("SERVICE", "vpc-lattice-svcs")
-            .set("PAYLOAD", "unsigned")
-            .set("MAX_BODY_BYTES", "1024"),
-    )
-    .await;
-    let (answer, _closed) = wire::exchange(
+    let sidecar = ready_sidecar(lattice_sidecar(&upstream, &sts, 1024)).await;
+    wire::expect_sidecar_answer(
         sidecar.proxy,
         b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1025\r\n\r\n",
+        413,
+        "payload_too_large",
+        "declared over the limit",
     )
     .await;
-    answer
-        .expect("answer")
-        .assert_sidecar(413, "payload_too_large", "declared over the limit");
     match listener.accept() {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
         other => panic!("the upstream was contacted: {other:?}"),
@@ -357,12 +328,7 @@ async fn declared_length_over_the_limit_is_refused_before_connecting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigv4a_is_accepted_by_the_independent_verifier() {
     let sts = sts(LIFETIME).await;
-    let gw = Gateway::builder(sts.clone())
-        .allowed_roles([ROLE])
-        .sigv4a()
-        .start()
-        .await
-        .expect("gateway");
+    let gw = gateway_with(&sts, |b| b.sigv4a()).await;
     let sidecar = ready_sidecar(
         Launch::new(&gw.url(), &sts)
             .set("SIGNING_ALGORITHM", "sigv4a")
@@ -397,25 +363,15 @@ async fn sigv4a_is_accepted_by_the_independent_verifier() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_appended_forwarding_headers_do_not_break_the_signature() {
     let sts = sts(LIFETIME).await;
-    let gw = Gateway::builder(sts.clone())
-        .allowed_roles([ROLE])
-        .cloudfront_hop()
-        .start()
-        .await
-        .expect("gateway");
+    let gw = gateway_with(&sts, |b| b.cloudfront_hop()).await;
     let sidecar = ready_sidecar(Launch::new(&gw.url(), &sts)).await;
-    let r = send(
-        "GET",
-        &sidecar.url("/hello"),
-        &[
-            ("x-forwarded-for", "10.1.2.3"),
-            ("x-forwarded-proto", "https"),
-            ("via", "1.1 app-mesh"),
-            ("forwarded", "for=10.1.2.3"),
-        ],
-        Bytes::new(),
-    )
-    .await;
+    let forwarding = [
+        ("x-forwarded-for", "10.1.2.3"),
+        ("x-forwarded-proto", "https"),
+        ("via", "1.1 app-mesh"),
+        ("forwarded", "for=10.1.2.3"),
+    ];
+    let r = get_with(&sidecar.url("/hello"), &forwarding).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let rec = last(&gw);
     assert_eq!(
@@ -425,16 +381,14 @@ async fn hop_appended_forwarding_headers_do_not_break_the_signature() {
     );
     assert_eq!(rec.header("via"), Some(format!("1.1 app-mesh, {HOP_VIA}")));
     assert_eq!(rec.header("forwarded").as_deref(), Some("for=10.1.2.3"));
-    for h in ["x-forwarded-for", "x-forwarded-proto", "via", "forwarded"] {
+    for (h, _) in forwarding {
         assert!(!rec.signed_headers.iter().any(|s| s == h), "{h} signed");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundreds_of_headers_are_forwarded_and_signed() {
-    let sts = sts(LIFETIME).await;
-    let gw = gateway(&sts).await;
-    let sidecar = ready_sidecar(Launch::new(&gw.url(), &sts)).await;
+    let (_sts, gw, sidecar) = ready_stack(LIFETIME, |l| l).await;
     let names: Vec<String> = (0..300).map(|i| format!("x-app-{i:03}")).collect();
     let values: Vec<String> = (0..300).map(|i| format!("value {i}")).collect();
     let headers: Vec<(&str, &str)> = names
@@ -442,7 +396,7 @@ async fn hundreds_of_headers_are_forwarded_and_signed() {
         .zip(&values)
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
-    let r = send("GET", &sidecar.url("/many"), &headers, Bytes::new()).await;
+    let r = get_with(&sidecar.url("/many"), &headers).await;
     assert_eq!(r.status, 200, "{:?}\n{}", r.body, sidecar.logs());
     let rec = last(&gw);
     assert!(assumed_role(&rec), "{rec:?}");
@@ -475,17 +429,13 @@ async fn hundreds_of_headers_are_forwarded_and_signed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_authorization_is_forwarded_under_its_new_name_and_signed() {
-    let sts = sts(LIFETIME).await;
-    let gw = gateway(&sts).await;
-    let sidecar = ready_sidecar(
-        Launch::new(&gw.url(), &sts).set("CLIENT_AUTHORIZATION_TO", "x-original-authorization"),
-    )
+    let (_sts, gw, sidecar) = ready_stack(LIFETIME, |l| {
+        l.set("CLIENT_AUTHORIZATION_TO", "x-original-authorization")
+    })
     .await;
-    let r = send(
-        "GET",
+    let r = get_with(
         &sidecar.url("/me"),
         &[("authorization", "Bearer app-token-123")],
-        Bytes::new(),
     )
     .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
@@ -526,12 +476,7 @@ async fn auth_failures(sidecar: &Sidecar, reason: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_refusals_are_counted_and_explained_once_per_window() {
     let sts = sts(LIFETIME).await;
-    let gw = Gateway::builder(sts.clone())
-        .allowed_roles([ROLE])
-        .forced_refusal(Refusal::SignatureMismatch)
-        .start()
-        .await
-        .expect("gateway");
+    let gw = gateway_with(&sts, |b| b.forced_refusal(Refusal::SignatureMismatch)).await;
     let sidecar = ready_sidecar(Launch::new(&gw.url(), &sts)).await;
     let window = Instant::now();
     let mut last_refusal_body = None;
@@ -608,13 +553,7 @@ async fn aws_refusals_are_counted_and_explained_once_per_window() {
 
     // The app's own 403 (no AWS marker) is not an auth failure.
     gw.set_forced_refusal(None);
-    let own = send(
-        "GET",
-        &sidecar.url("/hello"),
-        &[("x-testbed-status", "403")],
-        Bytes::new(),
-    )
-    .await;
+    let own = get_with(&sidecar.url("/hello"), &[("x-testbed-status", "403")]).await;
     assert_eq!(own.status, 403);
     assert_eq!(auth_failures(&sidecar, "other").await, 0.0);
 
@@ -631,19 +570,14 @@ async fn aws_refusals_are_counted_and_explained_once_per_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_logs_every_canonical_request_redacted() {
-    let sts = sts(LIFETIME).await;
-    let gw = gateway(&sts).await;
-    let sidecar = ready_sidecar(
-        Launch::new(&gw.url(), &sts)
-            .set("LOG_LEVEL", "debug")
-            .set("CLIENT_AUTHORIZATION_TO", "x-original-authorization"),
-    )
+    let (sts, _gw, sidecar) = ready_stack(LIFETIME, |l| {
+        l.set("LOG_LEVEL", "debug")
+            .set("CLIENT_AUTHORIZATION_TO", "x-original-authorization")
+    })
     .await;
-    let r = send(
-        "GET",
+    let r = get_with(
         &sidecar.url("/a?x=1"),
         &[("authorization", "Bearer app-token-456")],
-        Bytes::new(),
     )
     .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
