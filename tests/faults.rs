@@ -685,14 +685,13 @@ async fn irsa_token_file_rotated_on_disk_is_used_on_the_next_refresh() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_reset_before_the_response_headers_is_502() {
-    let sts = sts(Duration::from_secs(3600)).await;
     let (addr, mut heads) = scripted_upstream(|s, head| async move {
         // SO_LINGER 0: close with RST.
         let _ = s.set_zero_linger();
         head
     })
     .await;
-    let sidecar = raw_sidecar(addr, &sts, &[]).await;
+    let (_sts, sidecar) = raw_sidecar(addr, &[]).await;
     let res = get(&sidecar.url("/reset")).await;
     res.assert_sidecar(502, "upstream_unreachable");
     let head = heads
@@ -711,7 +710,6 @@ async fn upstream_reset_before_the_response_headers_is_502() {
 /// must see an incomplete answer (fewer bytes than Content-Length, or no terminating chunk) and
 /// a closed connection, never a clean short 200.
 async fn truncated_body(chunked: bool) {
-    let sts = sts(Duration::from_secs(3600)).await;
     let (reset_tx, reset_rx) = watch::channel(false);
     let (addr, _) = scripted_upstream(move |mut s, _| {
         let mut reset = reset_rx.clone();
@@ -734,13 +732,9 @@ async fn truncated_body(chunked: bool) {
         }
     })
     .await;
-    let sidecar = raw_sidecar(addr, &sts, &[]).await;
+    let (_sts, sidecar) = raw_sidecar(addr, &[]).await;
 
-    let mut app = app_connection(
-        sidecar.proxy,
-        b"GET /truncated HTTP/1.1\r\nHost: app\r\n\r\n",
-    )
-    .await;
+    let mut app = app_get(sidecar.proxy, "/truncated").await;
     let (mut got, head_end) = read_past_head(&mut app, 100).await;
     reset_tx.send_replace(true);
     // The sidecar must close the connection: read to EOF (or a reset), not to a timeout.
@@ -807,7 +801,6 @@ async fn upstream_reset_mid_chunked_body_sends_no_terminating_chunk() {
 /// sidecar closes that upstream connection rather than leaving the exchange open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_stalled_past_request_timeout_is_504_and_the_exchange_is_abandoned() {
-    let sts = sts(Duration::from_secs(3600)).await;
     let (addr, mut closed) = scripted_upstream(|mut s, _| async move {
         // Answer nothing; report when the sidecar closes the connection.
         let mut buf = [0u8; 1024];
@@ -819,7 +812,7 @@ async fn upstream_stalled_past_request_timeout_is_504_and_the_exchange_is_abando
         Instant::now()
     })
     .await;
-    let sidecar = raw_sidecar(addr, &sts, &[("REQUEST_TIMEOUT", "1s")]).await;
+    let (_sts, sidecar) = raw_sidecar(addr, &[("REQUEST_TIMEOUT", "1s")]).await;
     let started = Instant::now();
     let res = get(&sidecar.url("/stall")).await;
     let answered = started.elapsed();
@@ -1038,7 +1031,6 @@ async fn upstream_h2_abrupt_goaway_is_502_then_a_new_connection_serves() {
 /// reaches the upstream (not even a connection), and the request is no longer in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_gone_mid_upload_sends_nothing_upstream() {
-    let sts = sts(Duration::from_secs(3600)).await;
     let connections = Arc::new(AtomicUsize::new(0));
     let seen = connections.clone();
     let addr = raw_upstream(move |_s, _| {
@@ -1046,7 +1038,7 @@ async fn client_gone_mid_upload_sends_nothing_upstream() {
         async {}
     })
     .await;
-    let sidecar = raw_sidecar(addr, &sts, &[]).await;
+    let (_sts, sidecar) = raw_sidecar(addr, &[]).await;
 
     let head = b"POST /upload HTTP/1.1\r\nHost: app\r\nContent-Length: 1048576\r\n\r\n";
     let mut client = app_connection(sidecar.proxy, head).await;
@@ -1074,7 +1066,6 @@ async fn client_gone_mid_upload_sends_nothing_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_gone_mid_download_cancels_the_upstream_exchange() {
     const DECLARED: usize = 50_000_000;
-    let sts = sts(Duration::from_secs(3600)).await;
     // Reports how much it wrote once the connection broke (`None`: not even the head).
     let (addr, mut done) = scripted_upstream(|mut s, _| async move {
         let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {DECLARED}\r\n\r\n");
@@ -1091,13 +1082,9 @@ async fn client_gone_mid_download_cancels_the_upstream_exchange() {
         Some(written)
     })
     .await;
-    let sidecar = raw_sidecar(addr, &sts, &[]).await;
+    let (_sts, sidecar) = raw_sidecar(addr, &[]).await;
 
-    let mut client = app_connection(
-        sidecar.proxy,
-        b"GET /download HTTP/1.1\r\nHost: app\r\n\r\n",
-    )
-    .await;
+    let mut client = app_get(sidecar.proxy, "/download").await;
     // The first body bytes arrived.
     read_past_head(&mut client, 0).await;
     drop(client);

@@ -43,6 +43,35 @@ fn assumed_role(rec: &sigv4_testbed::gateway::Recorded) -> bool {
         .is_ok_and(|arn| arn.contains(":assumed-role/sidecar-caller/"))
 }
 
+/// The gateway's last request, asserted verified as signed by the sidecar's assumed `ROLE`.
+#[track_caller]
+fn last_by_role(gw: &Gateway) -> sigv4_testbed::gateway::Recorded {
+    let rec = last(gw);
+    assert!(
+        assumed_role(&rec),
+        "not signed by the assumed role: {rec:?}"
+    );
+    rec
+}
+
+/// Asserts the upstream received `name: value` and the signature covers `name`.
+#[track_caller]
+fn assert_signed_header(rec: &sigv4_testbed::gateway::Recorded, name: &str, value: &str) {
+    assert_eq!(rec.header(name).as_deref(), Some(value), "{name}: {rec:?}");
+    assert!(
+        rec.signed_headers.iter().any(|h| h == name),
+        "{name} not signed: {rec:?}"
+    );
+}
+
+/// The name `client_authorization_to` gives the app's own `Authorization` upstream.
+const ORIGINAL_AUTHORIZATION: &str = "x-original-authorization";
+
+/// A sidecar that forwards the app's `Authorization` as [`ORIGINAL_AUTHORIZATION`].
+fn forward_client_authorization(launch: Launch) -> Launch {
+    launch.set("CLIENT_AUTHORIZATION_TO", ORIGINAL_AUTHORIZATION)
+}
+
 /// Whether a log line is the rejected-signature warning.
 fn refusal_warn(v: &serde_json::Value) -> bool {
     v["message"]
@@ -80,8 +109,7 @@ async fn connect_reaches_a_private_api_whose_certificate_names_only_the_endpoint
         }
         let rec = last(&gw);
         assert!(assumed_role(&rec), "{connect}: {rec:?}");
-        assert_eq!(rec.header("host").as_deref(), Some(API), "{connect}");
-        assert!(rec.signed_headers.iter().any(|h| h == "host"), "{rec:?}");
+        assert_signed_header(&rec, "host", API);
         assert_eq!(
             rec.server_name.as_deref(),
             sni,
@@ -173,19 +201,11 @@ async fn lattice_streams_a_256_mib_chunked_upload_in_constant_memory() {
     let took = started.elapsed();
     assert_eq!(status, 200, "{:?}\n{}", body, sidecar.logs());
 
-    let rec = last(&gw);
-    assert!(assumed_role(&rec), "{rec:?}");
+    let rec = last_by_role(&gw);
     assert_eq!(rec.body_state, BodyState::Complete);
     assert_eq!(rec.body_len as u64, SIZE);
     assert_eq!(rec.body_sha256, PatternBody::sha256(SIZE), "byte for byte");
-    assert_eq!(
-        rec.header("x-amz-content-sha256").as_deref(),
-        Some("UNSIGNED-PAYLOAD")
-    );
-    assert!(rec
-        .signed_headers
-        .iter()
-        .any(|h| h == "x-amz-content-sha256"));
+    assert_signed_header(&rec, "x-amz-content-sha256", "UNSIGNED-PAYLOAD");
     let peak = proc_status_kib(sidecar.pid(), "VmHWM");
     eprintln!(
         "256 MiB through the sidecar in {took:?}: peak RSS {before} KiB before, {peak} KiB after"
@@ -338,13 +358,8 @@ async fn sigv4a_is_accepted_by_the_independent_verifier() {
     let r = send("POST", &sidecar.url("/orders?b=2&a=1"), &[], "{}").await;
     assert_eq!(r.status, 200, "{:?}\n{}", r.body, sidecar.logs());
     assert_eq!(r.json()["algorithm"], "AWS4-ECDSA-P256-SHA256");
-    let rec = last(&gw);
-    assert!(assumed_role(&rec), "{rec:?}");
-    assert_eq!(
-        rec.header("x-amz-region-set").as_deref(),
-        Some("us-east-1,us-west-2")
-    );
-    assert!(rec.signed_headers.iter().any(|h| h == "x-amz-region-set"));
+    let rec = last_by_role(&gw);
+    assert_signed_header(&rec, "x-amz-region-set", "us-east-1,us-west-2");
 
     // The verifier does check the region set: one that leaves out the gateway's region fails.
     let elsewhere = ready_sidecar(
@@ -398,11 +413,9 @@ async fn hundreds_of_headers_are_forwarded_and_signed() {
         .collect();
     let r = get_with(&sidecar.url("/many"), &headers).await;
     assert_eq!(r.status, 200, "{:?}\n{}", r.body, sidecar.logs());
-    let rec = last(&gw);
-    assert!(assumed_role(&rec), "{rec:?}");
+    let rec = last_by_role(&gw);
     for (n, v) in names.iter().zip(&values) {
-        assert_eq!(rec.header(n).as_deref(), Some(v.as_str()));
-        assert!(rec.signed_headers.contains(n), "{n} not signed");
+        assert_signed_header(&rec, n, v);
     }
 
     // More than 1024 lines, though well within max_header_bytes, is hyper's own 431 (README
@@ -429,26 +442,15 @@ async fn hundreds_of_headers_are_forwarded_and_signed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_authorization_is_forwarded_under_its_new_name_and_signed() {
-    let (_sts, gw, sidecar) = ready_stack(LIFETIME, |l| {
-        l.set("CLIENT_AUTHORIZATION_TO", "x-original-authorization")
-    })
-    .await;
+    let (_sts, gw, sidecar) = ready_stack(LIFETIME, forward_client_authorization).await;
     let r = get_with(
         &sidecar.url("/me"),
         &[("authorization", "Bearer app-token-123")],
     )
     .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    let rec = last(&gw);
-    assert!(assumed_role(&rec), "{rec:?}");
-    assert_eq!(
-        rec.header("x-original-authorization").as_deref(),
-        Some("Bearer app-token-123")
-    );
-    assert!(rec
-        .signed_headers
-        .iter()
-        .any(|h| h == "x-original-authorization"));
+    let rec = last_by_role(&gw);
+    assert_signed_header(&rec, ORIGINAL_AUTHORIZATION, "Bearer app-token-123");
     assert!(rec
         .header("authorization")
         .is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256 ")));
@@ -571,8 +573,7 @@ async fn aws_refusals_are_counted_and_explained_once_per_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_logs_every_canonical_request_redacted() {
     let (sts, _gw, sidecar) = ready_stack(LIFETIME, |l| {
-        l.set("LOG_LEVEL", "debug")
-            .set("CLIENT_AUTHORIZATION_TO", "x-original-authorization")
+        forward_client_authorization(l).set("LOG_LEVEL", "debug")
     })
     .await;
     let r = get_with(
@@ -587,7 +588,10 @@ async fn debug_logs_every_canonical_request_redacted() {
     let creq = line["canonical_request"].as_str().unwrap_or_default();
     assert!(creq.starts_with("GET\n/Prod/a\nx=<1 bytes>\n"), "{creq}");
     assert!(creq.contains("x-amz-security-token:"), "{creq}");
-    assert!(creq.contains("\nx-original-authorization:"), "{creq}");
+    assert!(
+        creq.contains(&format!("\n{ORIGINAL_AUTHORIZATION}:")),
+        "{creq}"
+    );
     let logs = sidecar.logs();
     assert!(
         !logs.contains("app-token-456"),

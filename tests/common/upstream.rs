@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::{ready_sidecar, Launch, Sidecar};
+use super::{ready_sidecar, sts, Launch, Sidecar};
 
 /// A hand-made upstream on 127.0.0.1: `serve` runs for every accepted connection (with its
 /// index). Lives until the test's runtime ends.
@@ -89,13 +89,16 @@ pub async fn read_request<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<
     Some(head)
 }
 
-/// A ready sidecar in front of a hand-made upstream at `addr` (`extra`: settings).
-pub async fn raw_sidecar(addr: SocketAddr, sts: &StsEmulator, extra: &[(&str, &str)]) -> Sidecar {
-    let mut launch = Launch::new(&format!("http://{addr}/Prod"), sts);
+/// A ready sidecar in front of a hand-made upstream at `addr` (`extra`: settings), with an STS
+/// emulator of its own (hour-long credentials) that must live as long.
+pub async fn raw_sidecar(addr: SocketAddr, extra: &[(&str, &str)]) -> (StsEmulator, Sidecar) {
+    let sts = sts(Duration::from_secs(3600)).await;
+    let mut launch = Launch::new(&format!("http://{addr}/Prod"), &sts);
     for (k, v) in extra {
         launch = launch.set(k, v);
     }
-    ready_sidecar(launch).await
+    let sidecar = ready_sidecar(launch).await;
+    (sts, sidecar)
 }
 
 /// An app connection to `addr` that has written `request` (raw bytes: the test reads the answer
@@ -104,6 +107,15 @@ pub async fn app_connection(addr: SocketAddr, request: &[u8]) -> TcpStream {
     let mut app = TcpStream::connect(addr).await.expect("connect");
     app.write_all(request).await.expect("write the request");
     app
+}
+
+/// An app connection to `addr` that has sent `GET path` (raw, `Host: app`).
+pub async fn app_get(addr: SocketAddr, path: &str) -> TcpStream {
+    app_connection(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: app\r\n\r\n").as_bytes(),
+    )
+    .await
 }
 
 /// Reads from `app` until the response head and more than `body_bytes` of the body arrived
