@@ -685,20 +685,13 @@ async fn irsa_token_file_rotated_on_disk_is_used_on_the_next_refresh() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_reset_before_the_response_headers_is_502() {
-    let sts = sts(Duration::from_secs(3600)).await;
-    let (tx, mut heads) = mpsc::unbounded_channel();
-    let addr = raw_upstream(move |mut s, _| {
-        let tx = tx.clone();
-        async move {
-            if let Some(head) = read_request(&mut s).await {
-                let _ = tx.send(head);
-            }
-            // SO_LINGER 0: close with RST.
-            let _ = s.set_zero_linger();
-        }
+    let (addr, mut heads) = scripted_upstream(|s, head| async move {
+        // SO_LINGER 0: close with RST.
+        let _ = s.set_zero_linger();
+        head
     })
     .await;
-    let sidecar = raw_sidecar(addr, &sts, &[]).await;
+    let (_sts, sidecar) = raw_sidecar(addr, &[]).await;
     let res = get(&sidecar.url("/reset")).await;
     res.assert_sidecar(502, "upstream_unreachable");
     let head = heads
@@ -717,14 +710,10 @@ async fn upstream_reset_before_the_response_headers_is_502() {
 /// must see an incomplete answer (fewer bytes than Content-Length, or no terminating chunk) and
 /// a closed connection, never a clean short 200.
 async fn truncated_body(chunked: bool) {
-    let sts = sts(Duration::from_secs(3600)).await;
     let (reset_tx, reset_rx) = watch::channel(false);
-    let addr = raw_upstream(move |mut s, _| {
+    let (addr, _) = scripted_upstream(move |mut s, _| {
         let mut reset = reset_rx.clone();
         async move {
-            if read_request(&mut s).await.is_none() {
-                return;
-            }
             let mut out = Vec::new();
             if chunked {
                 out.extend_from_slice(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
@@ -743,29 +732,13 @@ async fn truncated_body(chunked: bool) {
         }
     })
     .await;
-    let sidecar = raw_sidecar(addr, &sts, &[]).await;
+    let (_sts, sidecar) = raw_sidecar(addr, &[]).await;
 
-    let mut app = TcpStream::connect(sidecar.proxy).await.expect("connect");
-    app.write_all(b"GET /truncated HTTP/1.1\r\nHost: app\r\n\r\n")
-        .await
-        .expect("write");
-    let mut got = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    let head_end = loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), app.read(&mut buf))
-            .await
-            .expect("first bytes in time")
-            .expect("read");
-        assert!(n > 0, "closed before the first body bytes");
-        got.extend_from_slice(&buf[..n]);
-        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            if got.len() > i + 4 + 100 {
-                break i + 4;
-            }
-        }
-    };
+    let mut app = app_get(sidecar.proxy, "/truncated").await;
+    let (mut got, head_end) = read_past_head(&mut app, 100).await;
     reset_tx.send_replace(true);
     // The sidecar must close the connection: read to EOF (or a reset), not to a timeout.
+    let mut buf = [0u8; 16 * 1024];
     loop {
         match tokio::time::timeout(Duration::from_secs(10), app.read(&mut buf)).await {
             Err(_) => panic!(
@@ -793,17 +766,10 @@ async fn truncated_body(chunked: bool) {
             body.len()
         );
     }
-    assert!(
-        sidecar
-            .wait_for_log(
-                |v| v["message"] == "request"
-                    && v["path"] == "/truncated"
-                    && v["outcome"] == "upstream_truncated",
-                Duration::from_secs(10)
-            )
-            .is_some(),
-        "access log records the truncation; logs:\n{}",
-        sidecar.logs()
+    let line = sidecar.access_line("/truncated");
+    assert_eq!(
+        line["outcome"], "upstream_truncated",
+        "access log records the truncation: {line}"
     );
     assert_inflight_returns_to_zero(&sidecar).await;
     // And hyper's client, as an app would use it, sees an error, not a complete body.
@@ -835,26 +801,18 @@ async fn upstream_reset_mid_chunked_body_sends_no_terminating_chunk() {
 /// sidecar closes that upstream connection rather than leaving the exchange open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_stalled_past_request_timeout_is_504_and_the_exchange_is_abandoned() {
-    let sts = sts(Duration::from_secs(3600)).await;
-    let (closed_tx, mut closed) = mpsc::unbounded_channel();
-    let addr = raw_upstream(move |mut s, _| {
-        let closed_tx = closed_tx.clone();
-        async move {
-            if read_request(&mut s).await.is_none() {
-                return;
+    let (addr, mut closed) = scripted_upstream(|mut s, _| async move {
+        // Answer nothing; report when the sidecar closes the connection.
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
             }
-            // Answer nothing; report when the sidecar closes the connection.
-            let mut buf = [0u8; 1024];
-            while let Ok(n) = s.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-            }
-            let _ = closed_tx.send(Instant::now());
         }
+        Instant::now()
     })
     .await;
-    let sidecar = raw_sidecar(addr, &sts, &[("REQUEST_TIMEOUT", "1s")]).await;
+    let (_sts, sidecar) = raw_sidecar(addr, &[("REQUEST_TIMEOUT", "1s")]).await;
     let started = Instant::now();
     let res = get(&sidecar.url("/stall")).await;
     let answered = started.elapsed();
@@ -991,57 +949,78 @@ async fn wait_closed(rx: &mut mpsc::UnboundedReceiver<H2Event>, conn: usize) {
     }
 }
 
-async fn h2_sidecar(addr: SocketAddr, ca: &Path, sts: &StsEmulator) -> Sidecar {
-    ready_sidecar(
-        Launch::new(&format!("https://{addr}/Prod"), sts)
+/// An h2 upstream sending `kind` of GOAWAY, and a ready sidecar trusting its CA.
+struct H2Stack {
+    sidecar: Sidecar,
+    events: mpsc::UnboundedReceiver<H2Event>,
+    _sts: StsEmulator,
+    _dir: tempfile::TempDir,
+}
+
+async fn h2_stack(kind: GoAway) -> H2Stack {
+    let sts = sts(Duration::from_secs(3600)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addr, ca, events) = h2_upstream(kind, dir.path()).await;
+    let sidecar = ready_sidecar(
+        Launch::new(&format!("https://{addr}/Prod"), &sts)
             .set("CA_FILE", ca.to_str().expect("utf-8 path")),
     )
-    .await
+    .await;
+    H2Stack {
+        sidecar,
+        events,
+        _sts: sts,
+        _dir: dir,
+    }
+}
+
+impl H2Stack {
+    /// Asserts the first request reached the upstream signed, over h2, on connection 0 (at
+    /// `target`), and that connection 0 then closed.
+    async fn assert_first_connection_served_and_closed(&mut self, target: &str) {
+        let (conn, path, signed) = next_request(&mut self.events).await;
+        assert_eq!((conn, path.as_str(), signed), (0, target, true));
+        wait_closed(&mut self.events, 0).await;
+    }
+
+    /// GETs `path` and asserts the upstream answered it on its connection `conn`.
+    async fn assert_served_on(&self, path: &str, conn: usize) {
+        let res = get(&self.sidecar.url(path)).await;
+        assert_eq!(res.status, 200, "{path}: {:?}", res.body);
+        assert_eq!(
+            &res.body[..],
+            format!("conn {conn}").as_bytes(),
+            "{path} on connection {conn}"
+        );
+    }
 }
 
 /// A graceful GOAWAY (the upstream rolls its connection): the request it came with is answered,
 /// and later requests go over a new connection without a single failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_h2_graceful_goaway_loses_no_request() {
-    let sts = sts(Duration::from_secs(3600)).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (addr, ca, mut events) = h2_upstream(GoAway::Graceful, dir.path()).await;
-    let sidecar = h2_sidecar(addr, &ca, &sts).await;
-
-    let res = get(&sidecar.url("/first")).await;
-    assert_eq!(res.status, 200, "{:?}", res.body);
-    assert_eq!(&res.body[..], b"conn 0");
-    let (conn, path, signed) = next_request(&mut events).await;
-    assert_eq!((conn, path.as_str(), signed), (0, "/Prod/first", true));
-    wait_closed(&mut events, 0).await;
-
+    let mut h2 = h2_stack(GoAway::Graceful).await;
+    h2.assert_served_on("/first", 0).await;
+    h2.assert_first_connection_served_and_closed("/Prod/first")
+        .await;
     for i in 0..5 {
-        let res = get(&sidecar.url(&format!("/after-goaway/{i}"))).await;
-        assert_eq!(res.status, 200, "request {i} after GOAWAY: {:?}", res.body);
-        assert_eq!(&res.body[..], b"conn 1", "request {i} on a new connection");
+        // After the GOAWAY, on a new connection.
+        h2.assert_served_on(&format!("/after-goaway/{i}"), 1).await;
     }
-    assert_inflight_returns_to_zero(&sidecar).await;
+    assert_inflight_returns_to_zero(&h2.sidecar).await;
 }
 
 /// An abrupt GOAWAY (INTERNAL_ERROR) while a request waits for its answer: 502
 /// `upstream_unreachable`, and the next request is served over a new connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_h2_abrupt_goaway_is_502_then_a_new_connection_serves() {
-    let sts = sts(Duration::from_secs(3600)).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (addr, ca, mut events) = h2_upstream(GoAway::Abrupt, dir.path()).await;
-    let sidecar = h2_sidecar(addr, &ca, &sts).await;
-
-    let res = get(&sidecar.url("/doomed")).await;
+    let mut h2 = h2_stack(GoAway::Abrupt).await;
+    let res = get(&h2.sidecar.url("/doomed")).await;
     res.assert_sidecar(502, "upstream_unreachable");
-    let (conn, path, signed) = next_request(&mut events).await;
-    assert_eq!((conn, path.as_str(), signed), (0, "/Prod/doomed", true));
-    wait_closed(&mut events, 0).await;
-
-    let res = get(&sidecar.url("/next")).await;
-    assert_eq!(res.status, 200, "{:?}", res.body);
-    assert_eq!(&res.body[..], b"conn 1");
-    assert_inflight_returns_to_zero(&sidecar).await;
+    h2.assert_first_connection_served_and_closed("/Prod/doomed")
+        .await;
+    h2.assert_served_on("/next", 1).await;
+    assert_inflight_returns_to_zero(&h2.sidecar).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1052,7 +1031,6 @@ async fn upstream_h2_abrupt_goaway_is_502_then_a_new_connection_serves() {
 /// reaches the upstream (not even a connection), and the request is no longer in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_gone_mid_upload_sends_nothing_upstream() {
-    let sts = sts(Duration::from_secs(3600)).await;
     let connections = Arc::new(AtomicUsize::new(0));
     let seen = connections.clone();
     let addr = raw_upstream(move |_s, _| {
@@ -1060,34 +1038,20 @@ async fn client_gone_mid_upload_sends_nothing_upstream() {
         async {}
     })
     .await;
-    let sidecar = raw_sidecar(addr, &sts, &[]).await;
+    let (_sts, sidecar) = raw_sidecar(addr, &[]).await;
 
-    let mut client = TcpStream::connect(sidecar.proxy).await.expect("connect");
-    client
-        .write_all(b"POST /upload HTTP/1.1\r\nHost: app\r\nContent-Length: 1048576\r\n\r\n")
-        .await
-        .expect("head");
+    let head = b"POST /upload HTTP/1.1\r\nHost: app\r\nContent-Length: 1048576\r\n\r\n";
+    let mut client = app_connection(sidecar.proxy, head).await;
     client
         .write_all(&vec![b'u'; 512 * 1024])
         .await
         .expect("half the body");
-    let r = wait_metric(
-        &sidecar,
-        "sigv4_sidecar_inflight_requests{route=\"default\"}",
-        |v| v == 1.0,
-        Duration::from_secs(10),
-    )
-    .await;
-    assert!(r.is_ok(), "upload never in flight: {r:?}");
+    // The upload is in flight.
+    assert_inflight_reaches(&sidecar, 1.0).await;
     drop(client);
 
     assert_inflight_returns_to_zero(&sidecar).await;
-    let line = sidecar
-        .wait_for_log(
-            |v| v["message"] == "request" && v["path"] == "/upload",
-            Duration::from_secs(10),
-        )
-        .expect("access line");
+    let line = sidecar.access_line("/upload");
     assert!(line["upstream_ms"].is_null(), "never sent upstream: {line}");
     assert_eq!(
         connections.load(Ordering::SeqCst),
@@ -1102,70 +1066,40 @@ async fn client_gone_mid_upload_sends_nothing_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_gone_mid_download_cancels_the_upstream_exchange() {
     const DECLARED: usize = 50_000_000;
-    let sts = sts(Duration::from_secs(3600)).await;
-    let (done_tx, mut done) = mpsc::unbounded_channel();
-    let addr = raw_upstream(move |mut s, _| {
-        let done_tx = done_tx.clone();
-        async move {
-            if read_request(&mut s).await.is_none() {
-                return;
-            }
-            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {DECLARED}\r\n\r\n");
-            if s.write_all(head.as_bytes()).await.is_err() {
-                return;
-            }
-            let chunk = vec![b'd'; 64 * 1024];
-            let mut written = 0;
-            while written < DECLARED {
-                let n = chunk.len().min(DECLARED - written);
-                if s.write_all(&chunk[..n]).await.is_err() {
-                    break;
-                }
-                written += n;
-            }
-            let _ = done_tx.send(written);
-        }
-    })
-    .await;
-    let sidecar = raw_sidecar(addr, &sts, &[]).await;
-
-    let mut client = TcpStream::connect(sidecar.proxy).await.expect("connect");
-    client
-        .write_all(b"GET /download HTTP/1.1\r\nHost: app\r\n\r\n")
-        .await
-        .expect("write");
-    let mut got = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf))
-            .await
-            .expect("first chunk in time")
-            .expect("read");
-        assert!(n > 0, "closed early");
-        got.extend_from_slice(&buf[..n]);
-        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            if got.len() > i + 4 {
+    // Reports how much it wrote once the connection broke (`None`: not even the head).
+    let (addr, mut done) = scripted_upstream(|mut s, _| async move {
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {DECLARED}\r\n\r\n");
+        s.write_all(head.as_bytes()).await.ok()?;
+        let chunk = vec![b'd'; 64 * 1024];
+        let mut written = 0;
+        while written < DECLARED {
+            let n = chunk.len().min(DECLARED - written);
+            if s.write_all(&chunk[..n]).await.is_err() {
                 break;
             }
+            written += n;
         }
-    }
+        Some(written)
+    })
+    .await;
+    let (_sts, sidecar) = raw_sidecar(addr, &[]).await;
+
+    let mut client = app_get(sidecar.proxy, "/download").await;
+    // The first body bytes arrived.
+    read_past_head(&mut client, 0).await;
     drop(client);
 
     let written = tokio::time::timeout(Duration::from_secs(10), done.recv())
         .await
         .expect("the upstream connection was closed after the client left")
+        .flatten()
         .expect("written");
     assert!(
         written < DECLARED,
         "the upstream sent all {written} bytes to nobody"
     );
     assert_inflight_returns_to_zero(&sidecar).await;
-    let line = sidecar
-        .wait_for_log(
-            |v| v["message"] == "request" && v["path"] == "/download",
-            Duration::from_secs(10),
-        )
-        .expect("access line");
+    let line = sidecar.access_line("/download");
     assert_eq!(line["outcome"], "client_gone", "{line}");
     println!("mid-download disconnect: the upstream wrote {written} of {DECLARED} bytes");
 }

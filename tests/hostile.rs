@@ -15,7 +15,7 @@ mod common;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
-use common::wire::{exchange, Answer, Conn};
+use common::wire::{exchange, expect_sidecar_answer, Answer, Conn};
 use common::*;
 
 const LIFETIME: Duration = Duration::from_secs(3600);
@@ -223,19 +223,19 @@ async fn absolute_authority_form_and_connect_never_leave_for_another_host() {
         let request = format!(
             "GET {target} HTTP/1.1\r\nHost: {evil}\r\n\r\nGET /pipelined-after-refusal HTTP/1.1\r\nHost: a\r\n\r\n"
         );
-        let (answer, closed) = exchange(sidecar.proxy, request.as_bytes()).await;
-        let a = answer.unwrap_or_else(|| panic!("{what}: no answer"));
-        a.assert_sidecar(400, "bad_request", what);
+        let closed =
+            expect_sidecar_answer(sidecar.proxy, request.as_bytes(), 400, "bad_request", what)
+                .await;
         assert!(closed, "{what}: connection kept open after a 400");
     }
-    let (answer, _) = exchange(
+    expect_sidecar_answer(
         sidecar.proxy,
         b"OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        400,
+        "bad_request",
+        "OPTIONS *",
     )
     .await;
-    answer
-        .expect("answer")
-        .assert_sidecar(400, "bad_request", "OPTIONS *");
 
     // CONNECT to the other host: 405, and the connection never becomes a tunnel.
     for target in [evil.to_string(), format!("{}", gw.addr())] {
@@ -346,47 +346,50 @@ async fn smuggling_shapes_are_refused_and_nothing_extra_reaches_the_upstream() {
     let (_sts, gw, sidecar) = ready_stack(LIFETIME, |l| l).await;
     const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
 
+    // `POST /x` with these header lines and this body, and a request smuggled after it.
+    let post = |headers: &str, body: &str| {
+        format!("POST /x HTTP/1.1\r\nHost: a\r\n{headers}\r\n\r\n{body}{SMUGGLED}")
+    };
+    let chunked = "Transfer-Encoding: chunked";
+
     // hyper refuses these heads itself: bare 400, connection closed.
     let hyper_400: Vec<(&str, String)> = vec![
         (
             "duplicate differing Content-Length",
-            format!("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!{SMUGGLED}"),
+            post("Content-Length: 5\r\nContent-Length: 6", "hello!"),
         ),
         (
             "Content-Length list",
-            format!("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\nhello!{SMUGGLED}"),
+            post("Content-Length: 5, 6", "hello!"),
         ),
-        (
-            "signed Content-Length",
-            format!("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello{SMUGGLED}"),
-        ),
-        (
-            "negative Content-Length",
-            format!("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n{SMUGGLED}"),
-        ),
-        (
-            "hex Content-Length",
-            format!("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0x5\r\n\r\nhello{SMUGGLED}"),
-        ),
+        ("signed Content-Length", post("Content-Length: +5", "hello")),
+        ("negative Content-Length", post("Content-Length: -1", "")),
+        ("hex Content-Length", post("Content-Length: 0x5", "hello")),
         (
             "Transfer-Encoding : chunked (space before colon)",
-            format!("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n{SMUGGLED}"),
+            post(
+                "Content-Length: 5\r\nTransfer-Encoding : chunked",
+                "0\r\n\r\n",
+            ),
         ),
         (
             "Transfer-Encoding: xchunked",
-            format!("POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n{SMUGGLED}"),
+            post("Transfer-Encoding: xchunked", "0\r\n\r\n"),
         ),
         (
             "chunked then identity",
-            format!("POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n{SMUGGLED}"),
+            post(
+                &format!("{chunked}\r\nTransfer-Encoding: identity"),
+                "0\r\n\r\n",
+            ),
         ),
         (
             "Transfer-Encoding in HTTP/1.0",
-            format!("POST /x HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{SMUGGLED}"),
+            format!("POST /x HTTP/1.0\r\nHost: a\r\n{chunked}\r\n\r\n0\r\n\r\n{SMUGGLED}"),
         ),
         (
             "Transfer-Encoding folded",
-            format!("POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n{SMUGGLED}"),
+            post("Transfer-Encoding:\r\n chunked", "0\r\n\r\n"),
         ),
     ];
     for (what, request) in &hyper_400 {
@@ -395,43 +398,42 @@ async fn smuggling_shapes_are_refused_and_nothing_extra_reaches_the_upstream() {
     }
 
     // The sidecar refuses these: 400 bad_request (JSON), connection closed.
+    let hello = "5\r\nhello\r\n0\r\n\r\n";
     let ours_400: Vec<(&str, String)> = vec![
         (
             "Transfer-Encoding: gzip, chunked",
-            format!("POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n{SMUGGLED}"),
+            post("Transfer-Encoding: gzip, chunked", hello),
         ),
         (
             "chunked twice",
-            format!("POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n{SMUGGLED}"),
+            post(&format!("{chunked}\r\n{chunked}"), hello),
         ),
         (
             "invalid chunk size",
-            format!("POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n{SMUGGLED}"),
+            post(chunked, "zz\r\nhello\r\n0\r\n\r\n"),
         ),
         (
             "chunk size overflow",
-            format!("POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\nhello\r\n0\r\n\r\n{SMUGGLED}"),
+            post(chunked, "ffffffffffffffffff\r\nhello\r\n0\r\n\r\n"),
         ),
     ];
     for (what, request) in &ours_400 {
-        let (answer, closed) = exchange(sidecar.proxy, request.as_bytes()).await;
-        let a = answer.unwrap_or_else(|| panic!("{what}: no answer"));
-        a.assert_sidecar(400, "bad_request", what);
+        let closed =
+            expect_sidecar_answer(sidecar.proxy, request.as_bytes(), 400, "bad_request", what)
+                .await;
         assert!(closed, "{what}: connection kept open");
     }
 
     // A body refused by its declared length: the request inside it is never parsed.
-    let (answer, closed) = exchange(
+    let closed = expect_sidecar_answer(
         sidecar.proxy,
         format!("POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: 10485761\r\n\r\n{SMUGGLED}")
             .as_bytes(),
-    )
-    .await;
-    answer.expect("answer").assert_sidecar(
         413,
         "payload_too_large",
         "declared over max_body_bytes",
-    );
+    )
+    .await;
     assert!(
         closed,
         "413 must close: the unread body would be parsed next"
@@ -618,24 +620,25 @@ async fn admin_port_exposes_nothing_that_signs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_listens_on_loopback_unless_told_otherwise() {
     // `--check` with no listen set: the default is loopback; and no secret is printed.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sigv4-sidecar"))
-        .arg("--check")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AWS_ACCESS_KEY_ID", BASE_AKID)
-        .env("AWS_SECRET_ACCESS_KEY", BASE_SECRET)
-        .env(
-            "AWS_SESSION_TOKEN",
-            "session-token-never-printed-0123456789",
-        )
-        .env(
-            "SIGV4_SIDECAR_UPSTREAM",
-            "https://abc123.execute-api.us-east-1.amazonaws.com/Prod",
-        )
-        .env("SIGV4_SIDECAR_ROLE_ARN", ROLE)
-        .env("SIGV4_SIDECAR_EXTERNAL_ID", "external-id-never-printed-42")
-        .output()
-        .expect("runs");
+    let path = std::env::var("PATH").unwrap_or_default();
+    let out = run_once(
+        &["--check"],
+        &[
+            ("PATH", &path),
+            ("AWS_ACCESS_KEY_ID", BASE_AKID),
+            ("AWS_SECRET_ACCESS_KEY", BASE_SECRET),
+            (
+                "AWS_SESSION_TOKEN",
+                "session-token-never-printed-0123456789",
+            ),
+            (
+                "SIGV4_SIDECAR_UPSTREAM",
+                "https://abc123.execute-api.us-east-1.amazonaws.com/Prod",
+            ),
+            ("SIGV4_SIDECAR_ROLE_ARN", ROLE),
+            ("SIGV4_SIDECAR_EXTERNAL_ID", "external-id-never-printed-42"),
+        ],
+    );
     assert!(out.status.success(), "{out:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let all = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
@@ -716,24 +719,18 @@ async fn secrets_never_appear_in_error_bodies_or_logs() {
 #[test]
 fn secret_bearing_types_redact_themselves() {
     // What a panic message or a `{:?}` in a log would print.
-    let creds =
+    let secret_bearing = || {
         sigv4_sidecar::credentials::Credentials::new(aws_credential_types::Credentials::new(
             BASE_AKID,
             BASE_SECRET,
             Some("session-token-never-printed-0123456789".into()),
             None,
             "test",
-        ));
+        ))
+    };
+    let creds = secret_bearing();
     let cell = sigv4_sidecar::credentials::CredentialCell::new("base");
-    cell.store(sigv4_sidecar::credentials::Credentials::new(
-        aws_credential_types::Credentials::new(
-            BASE_AKID,
-            BASE_SECRET,
-            Some("session-token-never-printed-0123456789".into()),
-            None,
-            "test",
-        ),
-    ));
+    cell.store(secret_bearing());
     for shown in [
         format!("{creds:?}"),
         format!("{:?}", creds.identity),

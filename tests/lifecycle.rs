@@ -17,8 +17,7 @@ async fn sigterm_lets_a_slow_in_flight_request_finish_and_exits_0() {
     let mut sidecar =
         ready_sidecar(Launch::new(&gw.url(), &sts).set("SHUTDOWN_GRACE", "10s")).await;
     let url = sidecar.url("/slow");
-    let slow =
-        tokio::spawn(async move { send("GET", &url, &[("x-testbed-delay-ms", "1500")], "").await });
+    let slow = tokio::spawn(async move { get_with(&url, &[("x-testbed-delay-ms", "1500")]).await });
     assert!(
         gw.wait_for_requests(1, Duration::from_secs(10)).await,
         "request never reached the upstream"
@@ -105,8 +104,7 @@ async fn on_one_cpu_the_single_threaded_runtime_signs_refreshes_and_drains() {
     // Counted before the spawn: the slow request may reach the gateway before this line runs.
     let before = gw.requests().len();
     let url = sidecar.url("/slow");
-    let slow =
-        tokio::spawn(async move { send("GET", &url, &[("x-testbed-delay-ms", "1000")], "").await });
+    let slow = tokio::spawn(async move { get_with(&url, &[("x-testbed-delay-ms", "1000")]).await });
     assert!(
         gw.wait_for_requests(before + 1, Duration::from_secs(10))
             .await
@@ -119,18 +117,17 @@ async fn on_one_cpu_the_single_threaded_runtime_signs_refreshes_and_drains() {
 
 #[test]
 fn check_validates_and_redacts() {
-    let bin = env!("CARGO_BIN_EXE_sigv4-sidecar");
-    let ok = Command::new(bin)
-        .arg("--check")
-        .env_clear()
-        .env(
-            "SIGV4_SIDECAR_UPSTREAM",
-            "https://abc123.execute-api.eu-west-1.amazonaws.com/Prod",
-        )
-        .env("SIGV4_SIDECAR_ROLE_ARN", ROLE)
-        .env("SIGV4_SIDECAR_EXTERNAL_ID", "very-secret-external-id")
-        .output()
-        .expect("runs");
+    let ok = run_once(
+        &["--check"],
+        &[
+            (
+                "SIGV4_SIDECAR_UPSTREAM",
+                "https://abc123.execute-api.eu-west-1.amazonaws.com/Prod",
+            ),
+            ("SIGV4_SIDECAR_ROLE_ARN", ROLE),
+            ("SIGV4_SIDECAR_EXTERNAL_ID", "very-secret-external-id"),
+        ],
+    );
     let out = String::from_utf8_lossy(&ok.stdout);
     assert!(ok.status.success(), "{out}");
     assert!(
@@ -139,12 +136,10 @@ fn check_validates_and_redacts() {
     );
     assert!(!out.contains("very-secret-external-id"), "{out}");
 
-    let bad = Command::new(bin)
-        .arg("--check")
-        .env_clear()
-        .env("SIGV4_SIDECAR_UPSTREAM", "https://example.com/api")
-        .output()
-        .expect("runs");
+    let bad = run_once(
+        &["--check"],
+        &[("SIGV4_SIDECAR_UPSTREAM", "https://example.com/api")],
+    );
     assert_eq!(bad.status.code(), Some(1));
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(
@@ -152,23 +147,24 @@ fn check_validates_and_redacts() {
         "{err}"
     );
 
-    let version = Command::new(bin).arg("--version").output().expect("runs");
+    let version = run_once(&["--version"], &[]);
     assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_config_exits_1_before_listening() {
     let sts = sts(LIFETIME).await;
-    let out = Command::new(env!("CARGO_BIN_EXE_sigv4-sidecar"))
-        .env_clear()
-        .env(
-            "SIGV4_SIDECAR_UPSTREAM",
-            "https://abc123.execute-api.us-east-1.amazonaws.com/Prod",
-        )
-        .env("SIGV4_SIDECAR_REQUEST_TIMEOUT", "forever")
-        .env("AWS_ENDPOINT_URL_STS", sts.endpoint())
-        .output()
-        .expect("runs");
+    let out = run_once(
+        &[],
+        &[
+            (
+                "SIGV4_SIDECAR_UPSTREAM",
+                "https://abc123.execute-api.us-east-1.amazonaws.com/Prod",
+            ),
+            ("SIGV4_SIDECAR_REQUEST_TIMEOUT", "forever"),
+            ("AWS_ENDPOINT_URL_STS", &sts.endpoint()),
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

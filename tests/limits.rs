@@ -19,38 +19,13 @@ fn get_head(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").into_bytes()
 }
 
-/// The value of `sigv4_sidecar_inflight_requests{route="default"}`.
-async fn inflight(sidecar: &Sidecar) -> f64 {
-    let text =
-        String::from_utf8_lossy(&get(&sidecar.admin_url("/metrics")).await.body).into_owned();
-    text.lines()
-        .find(|l| l.starts_with("sigv4_sidecar_inflight_requests{route=\"default\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no inflight gauge in:\n{text}"))
-}
-
-async fn wait_inflight(sidecar: &Sidecar, n: f64, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if inflight(sidecar).await == n {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connections_answers_503_overloaded_and_frees_slots_on_close() {
-    let sts = sts(LIFETIME).await;
-    let gw = gateway(&sts).await;
-    let sidecar = ready_sidecar(
-        Launch::new(&gw.url(), &sts)
-            .set("MAX_CONNECTIONS", "4")
+    let (_sts, gw, sidecar) = ready_stack(LIFETIME, |l| {
+        l.set("MAX_CONNECTIONS", "4")
             // Long enough that the held keep-alive connections are not closed as idle.
-            .set("HEADER_READ_TIMEOUT", "30s"),
-    )
+            .set("HEADER_READ_TIMEOUT", "30s")
+    })
     .await;
 
     // Four keep-alive connections, each proven open by a request on it.
@@ -138,10 +113,8 @@ async fn inflight_body_budget_refuses_uploads_that_would_exceed_it() {
         .await
         .expect("send");
     a.send(&body[..MIB]).await.expect("send");
-    assert!(
-        wait_inflight(&sidecar, 1.0, Duration::from_secs(5)).await,
-        "upload A never started"
-    );
+    // Upload A started.
+    assert_inflight_reaches(&sidecar, 1.0).await;
 
     // B: a second 2 MiB upload does not fit next to A: 503 overloaded at once.
     let mut b = Conn::open(sidecar.proxy).await;

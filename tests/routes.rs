@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use sigv4_testbed::gateway::{Backend, Gateway, GatewayConfig};
+use sigv4_testbed::gateway::Gateway;
 use sigv4_testbed::sigv4::sha256_hex;
 use sigv4_testbed::sts::{StsEmulator, StsMode};
 
@@ -20,17 +20,14 @@ async fn upstream(
     stage: &str,
     role: &str,
 ) -> Gateway {
-    Gateway::start(GatewayConfig {
-        region: region.into(),
-        service: service.into(),
-        stage: stage.into(),
-        sts: sts.clone(),
-        allowed_roles: Some(vec![role.into()]),
-        backend: Backend::Echo,
-        tls: false,
-    })
+    start_gateway(
+        Gateway::builder(sts.clone())
+            .region(region)
+            .service(service)
+            .stage(stage)
+            .allowed_roles([role]),
+    )
     .await
-    .expect("gateway")
 }
 
 /// Three routes: `default` (execute-api, us-east-1, ROLE), `search` (es, eu-west-1,
@@ -109,39 +106,34 @@ async fn each_route_signs_with_its_own_role_service_and_region() {
     let fn_addr = t.sidecar.route_addr("fn");
     assert_eq!(get(&t.sidecar.admin_url("/readyz")).await.status, 200);
 
+    let json: &[(&str, &str)] = &[("content-type", "application/json")];
+    // (route, its listener, method, headers, path sent, path the upstream sees, its role)
+    let routes = [
+        (
+            "default",
+            t.sidecar.proxy,
+            "POST",
+            json,
+            "/orders",
+            "/Prod/orders",
+            ROLE,
+        ),
+        (
+            "search",
+            search_addr,
+            "POST",
+            json,
+            "/logs/_search",
+            "/logs/_search",
+            SEARCH_ROLE,
+        ),
+        ("fn", fn_addr, "PUT", &[][..], "/invoke", "/invoke", ROLE),
+    ];
     for i in 0..5 {
         let body = format!("{{\"query\":{{\"match\":{{\"n\":{i}}}}}}}");
-        let api = send(
-            "POST",
-            &t.sidecar.url(&format!("/orders?n={i}")),
-            &[("content-type", "application/json")],
-            body.clone(),
-        )
-        .await;
-        let search = send(
-            "POST",
-            &format!("http://{search_addr}/logs/_search?n={i}"),
-            &[("content-type", "application/json")],
-            body.clone(),
-        )
-        .await;
-        let func = send(
-            "PUT",
-            &format!("http://{fn_addr}/invoke?n={i}"),
-            &[],
-            body.clone(),
-        )
-        .await;
-        for (name, res, role, target) in [
-            ("default", &api, ROLE, format!("/Prod/orders?n={i}")),
-            (
-                "search",
-                &search,
-                SEARCH_ROLE,
-                format!("/logs/_search?n={i}"),
-            ),
-            ("fn", &func, ROLE, format!("/invoke?n={i}")),
-        ] {
+        for (name, addr, method, headers, path, upstream_path, role) in routes {
+            let url = format!("http://{addr}{path}?n={i}");
+            let res = send(method, &url, headers, body.clone()).await;
             assert_eq!(
                 res.status,
                 200,
@@ -149,7 +141,11 @@ async fn each_route_signs_with_its_own_role_service_and_region() {
                 String::from_utf8_lossy(&res.body)
             );
             let echo = res.json();
-            assert_eq!(echo["target"], target.as_str(), "route {name}");
+            assert_eq!(
+                echo["target"],
+                format!("{upstream_path}?n={i}"),
+                "route {name}"
+            );
             assert_eq!(
                 echo["body_sha256"],
                 sha256_hex(body.as_bytes()),
@@ -178,8 +174,7 @@ async fn each_route_signs_with_its_own_role_service_and_region() {
 
     let metrics =
         String::from_utf8_lossy(&get(&t.sidecar.admin_url("/metrics")).await.body).into_owned();
-    for route in ["default", "search", "fn"] {
-        let method = if route == "fn" { "PUT" } else { "POST" };
+    for (route, _, method, ..) in routes {
         assert!(
             metrics.contains(&format!("sigv4_sidecar_requests_total{{code=\"200\",method=\"{method}\",route=\"{route}\"}} 5")),
             "route {route} counted:\n{metrics}"
@@ -211,10 +206,7 @@ async fn a_route_never_signs_with_another_routes_role() {
         refused.status, 403,
         "the search gateway refuses the default role"
     );
-    assert!(refused.json()["Message"]
-        .as_str()
-        .unwrap_or_default()
-        .contains("not authorized"));
+    refused.assert_json_contains("/Message", "not authorized");
     let before = t.search.rejected();
     for _ in 0..10 {
         assert_eq!(get(&format!("http://{search_addr}/logs")).await.status, 200);

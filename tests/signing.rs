@@ -7,7 +7,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use sigv4_testbed::gateway::Backend;
 use sigv4_testbed::sigv4::sha256_hex;
 
 const LIFETIME: Duration = Duration::from_secs(3600);
@@ -223,7 +222,7 @@ async fn chunked_request_bodies_are_hashed_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_upstream_with_private_ca_and_http2() {
     let sts = sts(LIFETIME).await;
-    let gw = gateway_with(&sts, Backend::Echo, true).await;
+    let gw = gateway_with(&sts, |b| b.tls()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = gw.write_ca_pem(dir.path());
     let sidecar = ready_sidecar(

@@ -12,7 +12,7 @@ use sigv4_testbed::gateway::Backend;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hello_world_names_the_assumed_role() {
     let sts = sts(Duration::from_secs(3600)).await;
-    let gw = gateway_with(&sts, Backend::Lambda, false).await;
+    let gw = gateway_with(&sts, |b| b.backend(Backend::Lambda)).await;
     let sidecar = ready_sidecar(Launch::new(&gw.url(), &sts)).await;
 
     let res = get(&sidecar.url("/hello-world")).await;

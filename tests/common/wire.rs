@@ -170,6 +170,23 @@ pub async fn exchange(addr: SocketAddr, request: &[u8]) -> (Option<Answer>, bool
     (answer, closed)
 }
 
+/// Sends `request` on a fresh connection and asserts the first answer is the sidecar's own
+/// `status` and `code` (see [`Answer::assert_sidecar`]); returns whether the connection was
+/// closed after it.
+pub async fn expect_sidecar_answer(
+    addr: SocketAddr,
+    request: &[u8],
+    status: u16,
+    code: &str,
+    what: &str,
+) -> bool {
+    let (answer, closed) = exchange(addr, request).await;
+    answer
+        .unwrap_or_else(|| panic!("{what}: no answer"))
+        .assert_sidecar(status, code, what);
+    closed
+}
+
 enum Parsed {
     Complete(Answer, usize),
     Partial,
