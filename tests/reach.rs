@@ -306,18 +306,15 @@ async fn over_the_limit_on_the_wire_no_last_chunk_and_nothing_past_the_limit() {
         head.contains("x-amz-content-sha256: unsigned-payload"),
         "{head}"
     );
-    let body = &wire[head_end..];
+    let (body, terminated) = wire::dechunk_prefix(&wire[head_end..]);
+    assert_eq!(terminated, None, "the upstream saw the terminating chunk");
+    // How much of what was within the limit reached the socket depends on what hyper still had
+    // queued when the body failed (it drops its write queue, up to ~400 KiB, with the
+    // connection); that the body streamed at all, and nothing past the limit, does not.
+    assert!(!body.is_empty(), "the body was not streamed");
+    assert!(body.len() <= LIMIT, "{} bytes forwarded", body.len());
     assert!(
-        !body.ends_with(b"0\r\n\r\n"),
-        "the upstream saw the terminating chunk"
-    );
-    let forwarded = body.iter().filter(|b| **b == b'a').count();
-    assert_eq!(
-        forwarded, LIMIT,
-        "exactly the bytes within the limit went upstream"
-    );
-    assert!(
-        !body.contains(&b'b'),
+        body.iter().all(|b| *b == b'a'),
         "the byte past the limit was forwarded"
     );
 }

@@ -249,22 +249,35 @@ fn parse(buf: &[u8], eof: bool) -> Parsed {
 
 /// Decodes a complete chunked body at the start of `buf`: `(body, bytes used)`.
 fn dechunk(buf: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let (body, used) = dechunk_prefix(buf);
+    Some((body, used?))
+}
+
+/// Decodes the chunked body at the start of `buf` as far as it goes: the data of every chunk
+/// (of a cut-off last one too) and, if the terminating chunk arrived, the bytes used.
+pub fn dechunk_prefix(buf: &[u8]) -> (Vec<u8>, Option<usize>) {
+    let line_end = |from: usize| Some(from + buf[from..].windows(2).position(|w| w == b"\r\n")?);
     let mut body = Vec::new();
     let mut at = 0;
     loop {
-        let line_end = at + buf[at..].windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&buf[at..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        at = line_end + 2;
+        let Some(end) = line_end(at) else {
+            return (body, None);
+        };
+        let size = std::str::from_utf8(&buf[at..end])
+            .ok()
+            .and_then(|t| usize::from_str_radix(t.split(';').next()?.trim(), 16).ok());
+        let Some(size) = size else {
+            return (body, None);
+        };
+        at = end + 2;
         if size == 0 {
             // Trailers (none expected) end with an empty line.
-            let end = at + buf[at..].windows(2).position(|w| w == b"\r\n")?;
-            return Some((body, end + 2));
+            return (body, line_end(at).map(|end| end + 2));
         }
+        body.extend_from_slice(&buf[at..buf.len().min(at + size)]);
         if buf.len() < at + size + 2 {
-            return None;
+            return (body, None);
         }
-        body.extend_from_slice(&buf[at..at + size]);
         at += size + 2;
     }
 }
