@@ -552,7 +552,15 @@ async fn handle(
             Ok(echo::echo(&parts, &target, summary, &caller, &request_id).await)
         }
         Backend::Lambda => {
-            Ok(lambda::lambda(&state, &parts, &target, &body, &caller, peer, &request_id).await)
+            let invocation = lambda::Invocation {
+                parts: &parts,
+                target: &target,
+                body: &body,
+                caller: &caller,
+                peer,
+                request_id: &request_id,
+            };
+            Ok(lambda::lambda(&state, &invocation).await)
         }
     }
 }
