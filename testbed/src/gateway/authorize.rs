@@ -6,7 +6,8 @@ use std::time::SystemTime;
 use http::{HeaderMap, Method};
 
 use super::refusal::Rejection;
-use super::{execute_api_arn, lock, resource_path, GwState, Refusal};
+use super::{execute_api_arn, resource_path, GwState, Refusal};
+use crate::server::lock;
 use crate::sigv4::{self, Expect, Payload, Verified};
 use crate::sigv4a;
 
