@@ -207,15 +207,12 @@ pub fn region_set_covers(region_set: &str, region: &str) -> bool {
 /// regions is refused as `WrongScope`), and the ECDSA signature valid under the public key
 /// derived from the looked-up secret. `Verified::region` is the region set as sent.
 pub fn verify(
-    method: &Method,
-    target: &str,
-    headers: &HeaderMap,
-    payload: Payload<'_>,
+    request: &sigv4::Request<'_>,
     expect: &Expect,
     lookup: &dyn Fn(&str) -> Option<Credentials>,
 ) -> Result<Verified, VerifyError> {
-    let auth = parse_authorization(sigv4::authorization_value(headers)?)?;
-    let region_set = sigv4::header_str(headers, REGION_SET_HEADER)?
+    let auth = parse_authorization(sigv4::authorization_value(request.headers)?)?;
+    let region_set = sigv4::header_str(request.headers, REGION_SET_HEADER)?
         .ok_or_else(|| VerifyError::Malformed("missing X-Amz-Region-Set".into()))?;
     if !auth.signed_headers.iter().any(|h| h == REGION_SET_HEADER) {
         return Err(VerifyError::Malformed(
@@ -232,12 +229,6 @@ pub fn verify(
     let check = |creds: &Credentials, sts: &str| {
         signature_valid(&verifying_key(creds), sts, &auth.signature)
     };
-    let request = sigv4::Request {
-        method,
-        target,
-        headers,
-        payload,
-    };
     let signed = sigv4::Signed {
         access_key_id: &auth.access_key_id,
         date: &auth.date,
@@ -247,7 +238,7 @@ pub fn verify(
         scope: &scope,
         region: region_set,
     };
-    sigv4::verify_signed(&request, expect, lookup, &signed, &check)
+    sigv4::verify_signed(request, expect, lookup, &signed, &check)
 }
 
 /// Signs a request with SigV4A the textbook way: adds `x-amz-region-set`, `x-amz-date`, the
@@ -340,11 +331,18 @@ mod tests {
             now,
         )
         .expect("sign");
+        /// The request signed above, with `headers` and `body` as they arrive.
+        fn request<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> sigv4::Request<'a> {
+            sigv4::Request {
+                method: &Method::PUT,
+                target: "/a?b=c",
+                headers,
+                payload: Payload::Body(body),
+            }
+        }
         let lookup = |_: &str| Some(creds.clone());
+        let run = |h: &HeaderMap, body: &[u8], e: &Expect| verify(&request(h, body), e, &lookup);
         let expect = Expect::new("us-east-1", "svc").at(now);
-        let run = |h: &HeaderMap, body: &[u8], e: &Expect| {
-            verify(&Method::PUT, "/a?b=c", h, Payload::Body(body), e, &lookup)
-        };
         let ok = run(&headers, b"body", &expect).expect("verifies");
         assert_eq!(ok.region, "us-west-2,us-east-1");
         assert!(matches!(
@@ -365,14 +363,7 @@ mod tests {
         ));
         let wrong_key = |_: &str| Some(Credentials::new("AKIDV4A", "other", Some("tok".into())));
         assert!(matches!(
-            verify(
-                &Method::PUT,
-                "/a?b=c",
-                &headers,
-                Payload::Body(b"body"),
-                &expect,
-                &wrong_key
-            ),
+            verify(&request(&headers, b"body"), &expect, &wrong_key),
             Err(VerifyError::SignatureMismatch { .. })
         ));
     }

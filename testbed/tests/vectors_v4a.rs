@@ -151,14 +151,13 @@ fn verify_refuses_a_region_set_without_the_verifiers_region() {
     let signed = RawRequest::parse(&case.file("header-signed-request.txt"));
     let lookup = case.lookup();
     let run = |expect: &sigv4::Expect, headers: &HeaderMap| {
-        sigv4a::verify(
-            &signed.method,
-            &signed.target,
+        let request = sigv4::Request {
+            method: &signed.method,
+            target: &signed.target,
             headers,
-            Payload::Body(&signed.body),
-            expect,
-            &lookup,
-        )
+            payload: Payload::Body(&signed.body),
+        };
+        sigv4a::verify(&request, expect, &lookup)
     };
     let headers = signed.header_map();
     assert!(run(&case.expect(), &headers).is_ok());

@@ -318,20 +318,23 @@ pub fn verify(
     expect: &Expect,
     lookup: &dyn Fn(&str) -> Option<Credentials>,
 ) -> Result<Verified, VerifyError> {
-    verify_payload(method, target, headers, Payload::Body(body), expect, lookup)
+    let request = Request {
+        method,
+        target,
+        headers,
+        payload: Payload::Body(body),
+    };
+    verify_payload(&request, expect, lookup)
 }
 
 /// [`verify`] with the payload given as a [`Payload`]: `Payload::Unsigned` checks a request
 /// signed over `UNSIGNED-PAYLOAD` from its head alone, before (or without) reading the body.
 pub fn verify_payload(
-    method: &Method,
-    target: &str,
-    headers: &HeaderMap,
-    payload: Payload<'_>,
+    request: &Request<'_>,
     expect: &Expect,
     lookup: &dyn Fn(&str) -> Option<Credentials>,
 ) -> Result<Verified, VerifyError> {
-    let auth = parse_authorization(authorization_value(headers)?)?;
+    let auth = parse_authorization(authorization_value(request.headers)?)?;
     if expect.region != "*" && auth.region != expect.region {
         return Err(VerifyError::WrongScope(format!(
             "Credential should be scoped to a valid region, not '{}' (expected '{}')",
@@ -348,12 +351,6 @@ pub fn verify_payload(
         );
         ct_eq(signature(&key, sts).as_bytes(), auth.signature.as_bytes())
     };
-    let request = Request {
-        method,
-        target,
-        headers,
-        payload,
-    };
     let signed = Signed {
         access_key_id: &auth.access_key_id,
         date: &auth.date,
@@ -363,15 +360,18 @@ pub fn verify_payload(
         scope: &scope,
         region: &auth.region,
     };
-    verify_signed(&request, expect, lookup, &signed, &check)
+    verify_signed(request, expect, lookup, &signed, &check)
 }
 
-/// A request as the verifiers take it (see [`verify`] for the meaning of each part).
-pub(crate) struct Request<'a> {
-    pub(crate) method: &'a Method,
-    pub(crate) target: &'a str,
-    pub(crate) headers: &'a HeaderMap,
-    pub(crate) payload: Payload<'a>,
+/// A request as the verifiers ([`verify_payload`], [`crate::sigv4a::verify`]) take it.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    pub method: &'a Method,
+    /// The request target exactly as received (`/path?query`, still percent-encoded).
+    pub target: &'a str,
+    /// Must include `host` (for HTTP/2, synthesized from `:authority`).
+    pub headers: &'a HeaderMap,
+    pub payload: Payload<'a>,
 }
 
 /// What a parsed `Authorization` says, in the terms both algorithms share.

@@ -9,14 +9,11 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde_json::Value;
-use sigv4_testbed::sigv4::{self, Credentials, Expect, Payload, Verified, VerifyError};
+use sigv4_testbed::sigv4::{self, Credentials, Expect, Payload, Request, Verified, VerifyError};
 
 /// `sigv4::verify_payload` or `sigv4a::verify`: the two verifiers take the same inputs.
 pub type Verifier = fn(
-    &Method,
-    &str,
-    &HeaderMap,
-    Payload<'_>,
+    &Request<'_>,
     &Expect,
     &dyn Fn(&str) -> Option<Credentials>,
 ) -> Result<Verified, VerifyError>;
@@ -88,14 +85,14 @@ impl RawRequest {
 
     /// `verifier`'s verdict on this request, with the case's credentials and expectations.
     pub fn verify(&self, verifier: Verifier, case: &Case) -> Result<Verified, VerifyError> {
-        verifier(
-            &self.method,
-            &self.target,
-            &self.header_map(),
-            Payload::Body(&self.body),
-            &case.expect(),
-            &case.lookup(),
-        )
+        let headers = self.header_map();
+        let request = Request {
+            method: &self.method,
+            target: &self.target,
+            headers: &headers,
+            payload: Payload::Body(&self.body),
+        };
+        verifier(&request, &case.expect(), &case.lookup())
     }
 
     /// A copy with `change` made to it (for the "one byte changed is refused" checks).
