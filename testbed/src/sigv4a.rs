@@ -17,14 +17,12 @@
 //! canonicalization and the checks around them are written here from the published algorithm and share no code with
 //! `aws-sigv4`, whose signing this verifier exists to check.
 
-use std::time::SystemTime;
-
 use hmac::{Hmac, Mac};
-use http::{HeaderMap, Method};
+use http::HeaderMap;
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 
-use crate::sigv4::{self, Credentials, Expect, Payload, Verified, VerifyError};
+use crate::sigv4::{self, Credentials, Expect, Verified, VerifyError};
 
 /// The algorithm name in `Authorization` and the string to sign; also the KDF's label.
 pub const ALGORITHM: &str = "AWS4-ECDSA-P256-SHA256";
@@ -241,39 +239,44 @@ pub fn verify(
     sigv4::verify_signed(request, expect, lookup, &signed, &check)
 }
 
-/// Signs a request with SigV4A the textbook way: adds `x-amz-region-set`, `x-amz-date`, the
-/// session token (and `x-amz-content-sha256` for `Payload::Unsigned`), then `authorization`,
-/// signing every header present. For tests of the stand-ins themselves, like
-/// [`sigv4::sign_request`]; the signature is deterministic (RFC 6979).
-#[allow(clippy::too_many_arguments)] // mirrors the inputs of SigV4A one to one
-pub fn sign_request(
-    method: &Method,
-    target: &str,
-    headers: &mut HeaderMap,
-    payload: Payload<'_>,
-    creds: &Credentials,
-    region_set: &str,
-    service: &str,
-    now: SystemTime,
-) -> Result<(), http::header::InvalidHeaderValue> {
-    headers.insert(REGION_SET_HEADER, region_set.parse()?);
-    let (amz_date, creq) = sigv4::prepare_signing(method, target, headers, payload, creds, now)?;
-    let scope = credential_scope(&amz_date[..8], service);
-    let sts = string_to_sign(&amz_date, &scope, &creq.text);
-    let sig: Signature = signing_key(creds).sign(sts.as_bytes());
-    let auth = format!(
-        "{ALGORITHM} Credential={}/{scope}, SignedHeaders={}, Signature={}",
-        creds.access_key_id,
-        creq.signed_headers,
+/// SigV4A signing for [`sigv4::sign_request`], with [`sigv4::Signer::region`] as the region
+/// set: adds (and signs) `x-amz-region-set`, and signs with the derived ECDSA key. The
+/// signature is deterministic (RFC 6979).
+#[derive(Clone, Copy, Debug)]
+pub struct SigV4a;
+
+impl sigv4::Algorithm for SigV4a {
+    fn name(&self) -> &'static str {
+        ALGORITHM
+    }
+
+    fn add_headers(
+        &self,
+        headers: &mut HeaderMap,
+        signer: &sigv4::Signer<'_>,
+    ) -> Result<(), http::header::InvalidHeaderValue> {
+        headers.insert(REGION_SET_HEADER, signer.region.parse()?);
+        Ok(())
+    }
+
+    fn scope(&self, date: &str, signer: &sigv4::Signer<'_>) -> String {
+        credential_scope(date, signer.service)
+    }
+
+    fn signature(&self, string_to_sign: &str, _date: &str, signer: &sigv4::Signer<'_>) -> String {
+        let sig: Signature = signing_key(signer.creds).sign(string_to_sign.as_bytes());
         hex::encode(sig.to_der().as_bytes())
-    );
-    headers.insert("authorization", auth.parse()?);
-    Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
+    use http::Method;
+
     use super::*;
+    use crate::sigv4::Payload;
 
     #[test]
     fn add_one_carries() {
@@ -320,15 +323,14 @@ mod tests {
         let now = SystemTime::now();
         let mut headers = HeaderMap::new();
         headers.insert("host", http::HeaderValue::from_static("example.com"));
-        sign_request(
+        let signer = sigv4::Signer::new(&creds, "us-west-2,us-east-1", "svc").at(now);
+        sigv4::sign_request(
+            &SigV4a,
             &Method::PUT,
             "/a?b=c",
             &mut headers,
             Payload::Body(b"body"),
-            &creds,
-            "us-west-2,us-east-1",
-            "svc",
-            now,
+            &signer,
         )
         .expect("sign");
         /// The request signed above, with `headers` and `body` as they arrive.

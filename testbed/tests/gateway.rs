@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::{host_headers, Answer};
@@ -12,7 +12,7 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use sigv4_testbed::sigv4;
+use sigv4_testbed::sigv4::{self, Payload, SigV4, Signer};
 use sigv4_testbed::{Backend, Credentials, Gateway, GatewayConfig, StsEmulator};
 
 const ROLE: &str = "arn:aws:iam::111111111111:role/sigv4-sidecar-demo";
@@ -71,16 +71,15 @@ async fn send(
             HeaderValue::from_str(v).expect("value"),
         );
     }
-    if let Some(c) = creds {
+    if let Some(creds) = creds {
+        let signer = Signer::new(creds, "us-east-1", service);
         sigv4::sign_request(
+            &SigV4,
             &method,
             target,
             &mut headers,
-            body,
-            c,
-            "us-east-1",
-            service,
-            SystemTime::now(),
+            Payload::Body(body),
+            &signer,
         )
         .expect("sign");
     }
@@ -330,15 +329,14 @@ async fn tls_with_generated_ca_and_h2() {
     for url_host in [host.clone(), format!("localhost:{}", gw.addr().port())] {
         let target = "/Prod/secure";
         let mut headers = host_headers(&url_host);
+        let signer = Signer::new(&creds, "us-east-1", "execute-api");
         sigv4::sign_request(
+            &SigV4,
             &Method::GET,
             target,
             &mut headers,
-            b"",
-            &creds,
-            "us-east-1",
-            "execute-api",
-            SystemTime::now(),
+            Payload::Body(b""),
+            &signer,
         )
         .expect("sign");
         // HTTP/2 sends the host as :authority; the gateway verifies it as `host`.

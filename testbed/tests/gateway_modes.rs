@@ -6,7 +6,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::{host_headers, Answer};
@@ -17,7 +17,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 use sigv4_testbed::gateway::refusal::{self, signature_mismatch_message};
 use sigv4_testbed::gateway::{GatewayBuilder, PatternBody};
-use sigv4_testbed::sigv4::{self, Payload};
+use sigv4_testbed::sigv4::{self, Payload, SigV4, Signer};
+use sigv4_testbed::sigv4a::SigV4a;
 use sigv4_testbed::{sigv4a, BodyState, Credentials, Gateway, Refusal, StsEmulator};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -68,17 +69,8 @@ fn sign(
     creds: &Credentials,
     service: &str,
 ) {
-    sigv4::sign_request_payload(
-        method,
-        target,
-        headers,
-        payload,
-        creds,
-        "us-east-1",
-        service,
-        SystemTime::now(),
-    )
-    .expect("sign");
+    let signer = Signer::new(creds, "us-east-1", service);
+    sigv4::sign_request(&SigV4, method, target, headers, payload, &signer).expect("sign");
 }
 
 /// The headers of a bodiless `GET target` to `host`, signed for `execute-api`.
@@ -208,15 +200,14 @@ impl http_body::Body for Chunked {
 /// POSTs `body` to `/Prod/x`, SigV4A-signed for `regions` over the body `hi`.
 async fn send_v4a(gw: &Gateway, creds: &Credentials, regions: &str, body: &'static [u8]) -> Answer {
     let mut headers = host_headers(&gw.addr().to_string());
-    sigv4a::sign_request(
+    let signer = Signer::new(creds, regions, "execute-api");
+    sigv4::sign_request(
+        &SigV4a,
         &Method::POST,
         "/Prod/x",
         &mut headers,
         Payload::Body(b"hi"),
-        creds,
-        regions,
-        "execute-api",
-        SystemTime::now(),
+        &signer,
     )
     .expect("sign");
     send(

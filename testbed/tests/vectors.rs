@@ -4,10 +4,10 @@
 
 mod suite;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Method};
-use sigv4_testbed::sigv4::{self, Credentials, Expect, VerifyError};
+use sigv4_testbed::sigv4::{self, Credentials, Expect, Payload, SigV4, Signer, VerifyError};
 use suite::{Case, RawRequest};
 
 fn cases() -> Vec<Case> {
@@ -165,26 +165,37 @@ fn verify_enforces_clock_scope_and_token() {
     }
 }
 
+/// Signs with the testbed's own SigV4 signer, for `service` in us-east-1, now; returns what a
+/// verifier expects at that moment.
+fn sign_now(
+    method: &Method,
+    target: &str,
+    headers: &mut HeaderMap,
+    body: &[u8],
+    creds: &Credentials,
+    service: &str,
+) -> Expect {
+    let signer = Signer::new(creds, "us-east-1", service);
+    sigv4::sign_request(
+        &SigV4,
+        method,
+        target,
+        headers,
+        Payload::Body(body),
+        &signer,
+    )
+    .expect("sign");
+    Expect::new("us-east-1", service).at(signer.now())
+}
+
 #[test]
 fn host_must_be_signed() {
     let creds = Credentials::new("AKIDTEST", "secret", None);
-    let now = SystemTime::now();
     let mut headers = HeaderMap::new();
     headers.insert("x-other", HeaderValue::from_static("1"));
-    sigv4::sign_request(
-        &Method::GET,
-        "/p",
-        &mut headers,
-        b"",
-        &creds,
-        "us-east-1",
-        "svc",
-        now,
-    )
-    .expect("sign");
+    let expect = sign_now(&Method::GET, "/p", &mut headers, b"", &creds, "svc");
     headers.insert("host", HeaderValue::from_static("example.com"));
     let lookup = |_: &str| Some(creds.clone());
-    let expect = Expect::new("us-east-1", "svc").at(now);
     assert_eq!(
         sigv4::verify(&Method::GET, "/p", &headers, b"", &expect, &lookup),
         Err(VerifyError::HostNotSigned)
@@ -194,25 +205,20 @@ fn host_must_be_signed() {
 #[test]
 fn own_signer_round_trips_through_verify() {
     let creds = Credentials::new("AKIDTEST", "secret", Some("token".into()));
-    let now = SystemTime::now();
     let target = "/Prod/a%20b/../hello-world?b=2&a=1&a=+x";
     let mut headers = HeaderMap::new();
     headers.insert("host", HeaderValue::from_static("127.0.0.1:1"));
     headers.append("x-multi", HeaderValue::from_static("  one  two "));
     headers.append("x-multi", HeaderValue::from_static("three"));
-    sigv4::sign_request(
+    let expect = sign_now(
         &Method::POST,
         target,
         &mut headers,
         b"body",
         &creds,
-        "us-east-1",
         "execute-api",
-        now,
-    )
-    .expect("sign");
+    );
     let lookup = |_: &str| Some(creds.clone());
-    let expect = Expect::new("us-east-1", "execute-api").at(now);
     let v =
         sigv4::verify(&Method::POST, target, &headers, b"body", &expect, &lookup).expect("verify");
     assert_eq!(v.session_token.as_deref(), Some("token"));

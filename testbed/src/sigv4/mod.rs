@@ -25,12 +25,14 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, Method};
 
 mod canonical;
+mod sign;
 mod time;
 
 pub use canonical::{
     canonical_header_value, canonical_headers, canonical_query, canonical_request, canonical_uri,
     credential_scope, sha256_hex, signature, signing_key, string_to_sign, string_to_sign_with,
 };
+pub use sign::{sign_request, Algorithm, SigV4, Signer};
 pub use time::{format_amz_date, format_iso8601, parse_amz_date};
 
 /// The only algorithm SigV4 header signing uses.
@@ -534,121 +536,6 @@ fn check_request<'h>(
         payload_hash,
         signed_headers: signed_headers.iter().map(String::as_str).collect(),
     })
-}
-
-/// Signs a request the textbook way with this module's primitives: adds `x-amz-date`,
-/// `x-amz-security-token` (if the credentials have one) and `authorization` to `headers`,
-/// signing every header present (which must include `host`).
-///
-/// For tests of the stand-ins themselves (a request that reaches the gateway without the
-/// sidecar); the sidecar's own signing is what [`verify`] exists to check. A header added to
-/// `headers` afterwards travels unsigned.
-#[allow(clippy::too_many_arguments)] // mirrors the inputs of SigV4 one to one
-pub fn sign_request(
-    method: &Method,
-    target: &str,
-    headers: &mut HeaderMap,
-    body: &[u8],
-    creds: &Credentials,
-    region: &str,
-    service: &str,
-    now: SystemTime,
-) -> Result<(), http::header::InvalidHeaderValue> {
-    sign_request_payload(
-        method,
-        target,
-        headers,
-        Payload::Body(body),
-        creds,
-        region,
-        service,
-        now,
-    )
-}
-
-/// [`sign_request`] with a [`Payload`]: `Payload::Unsigned` also adds (and signs)
-/// `x-amz-content-sha256: UNSIGNED-PAYLOAD`, as a VPC Lattice client does.
-#[allow(clippy::too_many_arguments)] // mirrors the inputs of SigV4 one to one
-pub fn sign_request_payload(
-    method: &Method,
-    target: &str,
-    headers: &mut HeaderMap,
-    payload: Payload<'_>,
-    creds: &Credentials,
-    region: &str,
-    service: &str,
-    now: SystemTime,
-) -> Result<(), http::header::InvalidHeaderValue> {
-    let (amz_date, creq) = prepare_signing(method, target, headers, payload, creds, now)?;
-    let date = &amz_date[..8];
-    let scope = credential_scope(date, region, service);
-    let sts = string_to_sign(&amz_date, &scope, &creq.text);
-    let sig = signature(
-        &signing_key(&creds.secret_access_key, date, region, service),
-        &sts,
-    );
-    let auth = format!(
-        "{ALGORITHM} Credential={}/{scope}, SignedHeaders={}, Signature={sig}",
-        creds.access_key_id, creq.signed_headers
-    );
-    headers.insert("authorization", auth.parse()?);
-    Ok(())
-}
-
-/// A canonical request made by [`prepare_signing`], with its `SignedHeaders` list.
-pub(crate) struct Prepared {
-    pub(crate) text: String,
-    pub(crate) signed_headers: String,
-}
-
-/// The signer's half both algorithms share: adds `x-amz-date`, the session token and (for
-/// `Payload::Unsigned`) `x-amz-content-sha256`, then canonicalizes over every header present
-/// except `authorization`. Returns the `x-amz-date` value and the canonical request.
-pub(crate) fn prepare_signing(
-    method: &Method,
-    target: &str,
-    headers: &mut HeaderMap,
-    payload: Payload<'_>,
-    creds: &Credentials,
-    now: SystemTime,
-) -> Result<(String, Prepared), http::header::InvalidHeaderValue> {
-    let amz_date = format_amz_date(now);
-    headers.insert("x-amz-date", amz_date.parse()?);
-    if let Some(token) = &creds.session_token {
-        headers.insert("x-amz-security-token", token.parse()?);
-    }
-    let payload_hash = match payload {
-        Payload::Body(body) => sha256_hex(body),
-        Payload::Unsigned => {
-            headers.insert(
-                "x-amz-content-sha256",
-                http::HeaderValue::from_static(UNSIGNED_PAYLOAD),
-            );
-            UNSIGNED_PAYLOAD.to_string()
-        }
-    };
-    let mut names: Vec<String> = headers.keys().map(|k| k.as_str().to_string()).collect();
-    names.retain(|n| n != "authorization");
-    names.sort();
-    names.dedup();
-    let signed: Vec<&str> = names.iter().map(String::as_str).collect();
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let text = canonical_request(
-        method.as_str(),
-        path,
-        query,
-        headers,
-        &signed,
-        &payload_hash,
-        true,
-    );
-    Ok((
-        amz_date,
-        Prepared {
-            text,
-            signed_headers: signed.join(";"),
-        },
-    ))
 }
 
 #[cfg(test)]
