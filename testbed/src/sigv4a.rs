@@ -140,19 +140,10 @@ pub fn signature_valid(key: &VerifyingKey, string_to_sign: &str, signature_hex: 
     .is_ok()
 }
 
-/// The parsed `Authorization: AWS4-ECDSA-P256-SHA256 Credential=akid/date/service/aws4_request, ...`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Authorization {
-    pub access_key_id: String,
-    pub date: String,
-    pub service: String,
-    pub signed_headers: Vec<String>,
-    /// Hex of the DER signature.
-    pub signature: String,
-}
-
-/// Parses a SigV4A `Authorization` header value.
-pub fn parse_authorization(value: &str) -> Result<Authorization, VerifyError> {
+/// Parses a SigV4A `Authorization: AWS4-ECDSA-P256-SHA256 Credential=akid/date/service/aws4_request, ...`
+/// value. Its scope has no region (the regions travel in [`REGION_SET_HEADER`]), so all it says
+/// are the [`sigv4::Components`] both algorithms share.
+pub fn parse_authorization(value: &str) -> Result<sigv4::Components, VerifyError> {
     let malformed = |m: &str| VerifyError::Malformed(m.to_string());
     let (credential, signed_headers, signature) = sigv4::parse_components(value, ALGORITHM)?;
     let parts: Vec<&str> = credential.split('/').collect();
@@ -172,7 +163,7 @@ pub fn parse_authorization(value: &str) -> Result<Authorization, VerifyError> {
     {
         return Err(malformed("Signature is not a hex DER ECDSA signature"));
     }
-    Ok(Authorization {
+    Ok(sigv4::Components {
         access_key_id: akid.to_string(),
         date: date.to_string(),
         service: service.to_string(),
@@ -227,15 +218,7 @@ pub fn verify(
     let check = |creds: &Credentials, sts: &str| {
         signature_valid(&verifying_key(creds), sts, &auth.signature)
     };
-    let signed = sigv4::Signed {
-        access_key_id: &auth.access_key_id,
-        date: &auth.date,
-        service: &auth.service,
-        signed_headers: &auth.signed_headers,
-        algorithm: ALGORITHM,
-        scope: &scope,
-        region: region_set,
-    };
+    let signed = auth.signed(ALGORITHM, &scope, region_set);
     sigv4::verify_signed(request, expect, lookup, &signed, &check)
 }
 

@@ -191,15 +191,42 @@ impl fmt::Display for VerifyError {
 
 impl std::error::Error for VerifyError {}
 
+/// What an `Authorization: <algorithm> Credential=..., SignedHeaders=..., Signature=...` value
+/// says in either algorithm (SigV4's scope adds a region, see [`Authorization`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Components {
+    pub access_key_id: String,
+    /// `YYYYMMDD` from the credential scope.
+    pub date: String,
+    pub service: String,
+    pub signed_headers: Vec<String>,
+    /// Lower-case hex (SigV4: the HMAC; SigV4A: the DER ECDSA signature).
+    pub signature: String,
+}
+
+impl Components {
+    /// These components as the shared verification steps take them.
+    pub(crate) fn signed<'a>(
+        &'a self,
+        algorithm: &'a str,
+        scope: &'a str,
+        region: &'a str,
+    ) -> Signed<'a> {
+        Signed {
+            components: self,
+            algorithm,
+            scope,
+            region,
+        }
+    }
+}
+
 /// The parsed `Authorization: AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=...`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Authorization {
-    pub access_key_id: String,
-    pub date: String,
+    /// The credential scope's region.
     pub region: String,
-    pub service: String,
-    pub signed_headers: Vec<String>,
-    pub signature: String,
+    pub components: Components,
 }
 
 /// `Credential`, `SignedHeaders` and `Signature` of an `Authorization: <algorithm> ...` value,
@@ -275,12 +302,14 @@ pub fn parse_authorization(value: &str) -> Result<Authorization, VerifyError> {
         return Err(malformed("Signature is not 64 hex digits"));
     }
     Ok(Authorization {
-        access_key_id: akid.to_string(),
-        date: date.to_string(),
         region: region.to_string(),
-        service: service.to_string(),
-        signed_headers,
-        signature: signature.to_ascii_lowercase(),
+        components: Components {
+            access_key_id: akid.to_string(),
+            date: date.to_string(),
+            service: service.to_string(),
+            signed_headers,
+            signature: signature.to_ascii_lowercase(),
+        },
     })
 }
 
@@ -343,25 +372,18 @@ pub fn verify_payload(
             auth.region, expect.region
         )));
     }
-    let scope = credential_scope(&auth.date, &auth.region, &auth.service);
+    let (region, parts) = (&auth.region, &auth.components);
+    let scope = credential_scope(&parts.date, region, &parts.service);
     let check = |creds: &Credentials, sts: &str| {
         let key = signing_key(
             &creds.secret_access_key,
-            &auth.date,
-            &auth.region,
-            &auth.service,
+            &parts.date,
+            region,
+            &parts.service,
         );
-        ct_eq(signature(&key, sts).as_bytes(), auth.signature.as_bytes())
+        ct_eq(signature(&key, sts).as_bytes(), parts.signature.as_bytes())
     };
-    let signed = Signed {
-        access_key_id: &auth.access_key_id,
-        date: &auth.date,
-        service: &auth.service,
-        signed_headers: &auth.signed_headers,
-        algorithm: ALGORITHM,
-        scope: &scope,
-        region: &auth.region,
-    };
+    let signed = parts.signed(ALGORITHM, &scope, region);
     verify_signed(request, expect, lookup, &signed, &check)
 }
 
@@ -378,10 +400,7 @@ pub struct Request<'a> {
 
 /// What a parsed `Authorization` says, in the terms both algorithms share.
 pub(crate) struct Signed<'a> {
-    pub(crate) access_key_id: &'a str,
-    pub(crate) date: &'a str,
-    pub(crate) service: &'a str,
-    pub(crate) signed_headers: &'a [String],
+    pub(crate) components: &'a Components,
     /// The string to sign's first line.
     pub(crate) algorithm: &'a str,
     /// The string to sign's credential scope line.
@@ -421,12 +440,12 @@ pub(crate) fn verify_signed(
         });
     }
     Ok(Verified {
-        access_key_id: signed.access_key_id.to_string(),
+        access_key_id: signed.components.access_key_id.clone(),
         session_token: checked.creds.session_token,
         region: signed.region.to_string(),
-        service: signed.service.to_string(),
-        date: signed.date.to_string(),
-        signed_headers: signed.signed_headers.to_vec(),
+        service: signed.components.service.clone(),
+        date: signed.components.date.clone(),
+        signed_headers: signed.components.signed_headers.clone(),
         canonical_request: creq,
         string_to_sign: sts,
     })
@@ -462,12 +481,13 @@ fn check_request<'h>(
     signed: &Signed<'h>,
     payload: Payload<'_>,
 ) -> Result<Checked<'h>, VerifyError> {
-    let (access_key_id, date, service, signed_headers) = (
-        signed.access_key_id,
-        signed.date,
-        signed.service,
-        signed.signed_headers,
-    );
+    let Components {
+        access_key_id,
+        date,
+        service,
+        signed_headers,
+        ..
+    } = signed.components;
     let creds = lookup(access_key_id).ok_or(VerifyError::UnknownAccessKey)?;
     let amz_date = header_str(headers, "x-amz-date")?
         .ok_or_else(|| VerifyError::Malformed("missing x-amz-date".into()))?;
@@ -478,7 +498,7 @@ fn check_request<'h>(
             "scope date {date} is not the day of x-amz-date {amz_date}"
         )));
     }
-    if service != expect.service {
+    if *service != expect.service {
         return Err(VerifyError::WrongScope(format!(
             "Credential should be scoped to correct service: '{}', not '{service}'",
             expect.service
@@ -566,7 +586,7 @@ mod tests {
             "AWS4-HMAC-SHA256 Credential=AKID/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
         )
         .expect("parse");
-        assert_eq!(ok.signed_headers, vec!["host", "x-amz-date"]);
+        assert_eq!(ok.components.signed_headers, vec!["host", "x-amz-date"]);
         for bad in [
             "Bearer x",
             "AWS4-HMAC-SHA256 Credential=AKID/20150830/us-east-1/service/aws4_request",
