@@ -140,9 +140,10 @@ pub fn signature_valid(key: &VerifyingKey, string_to_sign: &str, signature_hex: 
     .is_ok()
 }
 
-/// Parses a SigV4A `Authorization: AWS4-ECDSA-P256-SHA256 Credential=akid/date/service/aws4_request, ...`
-/// value. Its scope has no region (the regions travel in [`REGION_SET_HEADER`]), so all it says
-/// are the [`sigv4::Components`] both algorithms share.
+/// Parses a SigV4A `Authorization` value
+/// (`AWS4-ECDSA-P256-SHA256 Credential=akid/date/service/aws4_request, ...`). Its scope has no
+/// region (the regions travel in [`REGION_SET_HEADER`]), so all it says are the
+/// [`sigv4::Components`] both algorithms share.
 pub fn parse_authorization(value: &str) -> Result<sigv4::Components, VerifyError> {
     let malformed = |m: &str| VerifyError::Malformed(m.to_string());
     let (credential, signed_headers, signature) = sigv4::parse_components(value, ALGORITHM)?;
