@@ -1,12 +1,17 @@
 //! The small hyper 1 server loop shared by the STS emulator and the gateway.
 //!
-//! Each stand-in owns a [`ShutdownGuard`] inside an `Arc` held by its clone-able handles: when
-//! the last handle is dropped (or `shutdown()` is called) the accept loop stops and every open
-//! connection is dropped, so a test never leaks a server into the next one.
+//! Each stand-in's handle wraps a [`Running`]: its state, shared with the server task, and a
+//! [`ShutdownGuard`] held only by the clone-able handles. When the last handle is dropped (or
+//! `shutdown()` is called) the accept loop stops and every open connection is dropped, so a
+//! test never leaks a server into the next one.
 
 use std::convert::Infallible;
+use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -69,6 +74,92 @@ impl Drop for ShutdownGuard {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// A running stand-in: its state, shared with the server task, and the guard that stops the
+/// server. Clones share both; the server task holds the state but not the guard, so dropping
+/// the last clone stops it.
+pub struct Running<S> {
+    addr: SocketAddr,
+    state: Arc<S>,
+    guard: Arc<ShutdownGuard>,
+}
+
+impl<S> Clone for Running<S> {
+    fn clone(&self) -> Self {
+        Running {
+            addr: self.addr,
+            state: self.state.clone(),
+            guard: self.guard.clone(),
+        }
+    }
+}
+
+/// Where the server listens, and nothing of its state: that holds credentials, which must not
+/// reach test output.
+impl<S> fmt::Debug for Running<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Running")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Deref for Running<S> {
+    type Target = S;
+
+    fn deref(&self) -> &S {
+        &self.state
+    }
+}
+
+impl<S> Running<S> {
+    /// Stops the server now, before the last clone is dropped.
+    pub fn shutdown(&self) {
+        self.guard.shutdown();
+    }
+}
+
+/// Serves `listener` (under TLS with `tls`) with `handler`, which gets the shared `state`
+/// with every request; see [`spawn`].
+pub fn serve<S, H, F>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    state: S,
+    handler: H,
+) -> std::io::Result<Running<S>>
+where
+    S: Send + Sync + 'static,
+    H: Fn(Arc<S>, Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<RespBody>, HandlerError>> + Send + 'static,
+{
+    let addr = listener.local_addr()?;
+    let (guard, shutdown) = ShutdownGuard::new();
+    let state = Arc::new(state);
+    let served = state.clone();
+    spawn(listener, tls, shutdown, move |req, peer| {
+        handler(served.clone(), req, peer)
+    });
+    Ok(Running {
+        addr,
+        state,
+        guard: Arc::new(guard),
+    })
+}
+
+/// Waits until `count` reaches at least `n`; false on timeout. No polling or sleeps.
+pub async fn wait_for_count(count: &watch::Sender<usize>, n: usize, timeout: Duration) -> bool {
+    let mut rx = count.subscribe();
+    let reached = tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    reached
+}
+
+/// Locks `m` even if a holder panicked: a panicking test thread must not take every later
+/// assertion down with it.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Waits until shutdown is signalled (or the guard is gone).

@@ -17,14 +17,12 @@
 //! canonicalization and the checks around them are written here from the published algorithm and share no code with
 //! `aws-sigv4`, whose signing this verifier exists to check.
 
-use std::time::SystemTime;
-
 use hmac::{Hmac, Mac};
-use http::{HeaderMap, Method};
+use http::HeaderMap;
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 
-use crate::sigv4::{self, Credentials, Expect, Payload, Verified, VerifyError};
+use crate::sigv4::{self, Credentials, Expect, Verified, VerifyError};
 
 /// The algorithm name in `Authorization` and the string to sign; also the KDF's label.
 pub const ALGORITHM: &str = "AWS4-ECDSA-P256-SHA256";
@@ -142,19 +140,11 @@ pub fn signature_valid(key: &VerifyingKey, string_to_sign: &str, signature_hex: 
     .is_ok()
 }
 
-/// The parsed `Authorization: AWS4-ECDSA-P256-SHA256 Credential=akid/date/service/aws4_request, ...`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Authorization {
-    pub access_key_id: String,
-    pub date: String,
-    pub service: String,
-    pub signed_headers: Vec<String>,
-    /// Hex of the DER signature.
-    pub signature: String,
-}
-
-/// Parses a SigV4A `Authorization` header value.
-pub fn parse_authorization(value: &str) -> Result<Authorization, VerifyError> {
+/// Parses a SigV4A `Authorization` value
+/// (`AWS4-ECDSA-P256-SHA256 Credential=akid/date/service/aws4_request, ...`). Its scope has no
+/// region (the regions travel in [`REGION_SET_HEADER`]), so all it says are the
+/// [`sigv4::Components`] both algorithms share.
+pub fn parse_authorization(value: &str) -> Result<sigv4::Components, VerifyError> {
     let malformed = |m: &str| VerifyError::Malformed(m.to_string());
     let (credential, signed_headers, signature) = sigv4::parse_components(value, ALGORITHM)?;
     let parts: Vec<&str> = credential.split('/').collect();
@@ -174,7 +164,7 @@ pub fn parse_authorization(value: &str) -> Result<Authorization, VerifyError> {
     {
         return Err(malformed("Signature is not a hex DER ECDSA signature"));
     }
-    Ok(Authorization {
+    Ok(sigv4::Components {
         access_key_id: akid.to_string(),
         date: date.to_string(),
         service: service.to_string(),
@@ -207,15 +197,12 @@ pub fn region_set_covers(region_set: &str, region: &str) -> bool {
 /// regions is refused as `WrongScope`), and the ECDSA signature valid under the public key
 /// derived from the looked-up secret. `Verified::region` is the region set as sent.
 pub fn verify(
-    method: &Method,
-    target: &str,
-    headers: &HeaderMap,
-    payload: Payload<'_>,
+    request: &sigv4::Request<'_>,
     expect: &Expect,
     lookup: &dyn Fn(&str) -> Option<Credentials>,
 ) -> Result<Verified, VerifyError> {
-    let auth = parse_authorization(sigv4::authorization_value(headers)?)?;
-    let region_set = sigv4::header_str(headers, REGION_SET_HEADER)?
+    let auth = parse_authorization(sigv4::authorization_value(request.headers)?)?;
+    let region_set = sigv4::header_str(request.headers, REGION_SET_HEADER)?
         .ok_or_else(|| VerifyError::Malformed("missing X-Amz-Region-Set".into()))?;
     if !auth.signed_headers.iter().any(|h| h == REGION_SET_HEADER) {
         return Err(VerifyError::Malformed(
@@ -232,57 +219,48 @@ pub fn verify(
     let check = |creds: &Credentials, sts: &str| {
         signature_valid(&verifying_key(creds), sts, &auth.signature)
     };
-    let request = sigv4::Request {
-        method,
-        target,
-        headers,
-        payload,
-    };
-    let signed = sigv4::Signed {
-        access_key_id: &auth.access_key_id,
-        date: &auth.date,
-        service: &auth.service,
-        signed_headers: &auth.signed_headers,
-        algorithm: ALGORITHM,
-        scope: &scope,
-        region: region_set,
-    };
-    sigv4::verify_signed(&request, expect, lookup, &signed, &check)
+    let signed = auth.signed(ALGORITHM, &scope, region_set);
+    sigv4::verify_signed(request, expect, lookup, &signed, &check)
 }
 
-/// Signs a request with SigV4A the textbook way: adds `x-amz-region-set`, `x-amz-date`, the
-/// session token (and `x-amz-content-sha256` for `Payload::Unsigned`), then `authorization`,
-/// signing every header present. For tests of the stand-ins themselves, like
-/// [`sigv4::sign_request`]; the signature is deterministic (RFC 6979).
-#[allow(clippy::too_many_arguments)] // mirrors the inputs of SigV4A one to one
-pub fn sign_request(
-    method: &Method,
-    target: &str,
-    headers: &mut HeaderMap,
-    payload: Payload<'_>,
-    creds: &Credentials,
-    region_set: &str,
-    service: &str,
-    now: SystemTime,
-) -> Result<(), http::header::InvalidHeaderValue> {
-    headers.insert(REGION_SET_HEADER, region_set.parse()?);
-    let (amz_date, creq) = sigv4::prepare_signing(method, target, headers, payload, creds, now)?;
-    let scope = credential_scope(&amz_date[..8], service);
-    let sts = string_to_sign(&amz_date, &scope, &creq.text);
-    let sig: Signature = signing_key(creds).sign(sts.as_bytes());
-    let auth = format!(
-        "{ALGORITHM} Credential={}/{scope}, SignedHeaders={}, Signature={}",
-        creds.access_key_id,
-        creq.signed_headers,
+/// SigV4A signing for [`sigv4::sign_request`], with [`sigv4::Signer::region`] as the region
+/// set: adds (and signs) `x-amz-region-set`, and signs with the derived ECDSA key. The
+/// signature is deterministic (RFC 6979).
+#[derive(Clone, Copy, Debug)]
+pub struct SigV4a;
+
+impl sigv4::Algorithm for SigV4a {
+    fn name(&self) -> &'static str {
+        ALGORITHM
+    }
+
+    fn add_headers(
+        &self,
+        headers: &mut HeaderMap,
+        signer: &sigv4::Signer<'_>,
+    ) -> Result<(), http::header::InvalidHeaderValue> {
+        headers.insert(REGION_SET_HEADER, signer.region.parse()?);
+        Ok(())
+    }
+
+    fn scope(&self, date: &str, signer: &sigv4::Signer<'_>) -> String {
+        credential_scope(date, signer.service)
+    }
+
+    fn signature(&self, string_to_sign: &str, _date: &str, signer: &sigv4::Signer<'_>) -> String {
+        let sig: Signature = signing_key(signer.creds).sign(string_to_sign.as_bytes());
         hex::encode(sig.to_der().as_bytes())
-    );
-    headers.insert("authorization", auth.parse()?);
-    Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
+    use http::Method;
+
     use super::*;
+    use crate::sigv4::Payload;
 
     #[test]
     fn add_one_carries() {
@@ -329,22 +307,28 @@ mod tests {
         let now = SystemTime::now();
         let mut headers = HeaderMap::new();
         headers.insert("host", http::HeaderValue::from_static("example.com"));
-        sign_request(
+        let signer = sigv4::Signer::new(&creds, "us-west-2,us-east-1", "svc").at(now);
+        sigv4::sign_request(
+            &SigV4a,
             &Method::PUT,
             "/a?b=c",
             &mut headers,
             Payload::Body(b"body"),
-            &creds,
-            "us-west-2,us-east-1",
-            "svc",
-            now,
+            &signer,
         )
         .expect("sign");
+        /// The request signed above, with `headers` and `body` as they arrive.
+        fn request<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> sigv4::Request<'a> {
+            sigv4::Request {
+                method: &Method::PUT,
+                target: "/a?b=c",
+                headers,
+                payload: Payload::Body(body),
+            }
+        }
         let lookup = |_: &str| Some(creds.clone());
+        let run = |h: &HeaderMap, body: &[u8], e: &Expect| verify(&request(h, body), e, &lookup);
         let expect = Expect::new("us-east-1", "svc").at(now);
-        let run = |h: &HeaderMap, body: &[u8], e: &Expect| {
-            verify(&Method::PUT, "/a?b=c", h, Payload::Body(body), e, &lookup)
-        };
         let ok = run(&headers, b"body", &expect).expect("verifies");
         assert_eq!(ok.region, "us-west-2,us-east-1");
         assert!(matches!(
@@ -365,14 +349,7 @@ mod tests {
         ));
         let wrong_key = |_: &str| Some(Credentials::new("AKIDV4A", "other", Some("tok".into())));
         assert!(matches!(
-            verify(
-                &Method::PUT,
-                "/a?b=c",
-                &headers,
-                Payload::Body(b"body"),
-                &expect,
-                &wrong_key
-            ),
+            verify(&request(&headers, b"body"), &expect, &wrong_key),
             Err(VerifyError::SignatureMismatch { .. })
         ));
     }

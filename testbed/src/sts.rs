@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{Request, Response, StatusCode};
@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use crate::server::{self, full, HandlerError, RespBody, ShutdownGuard};
+use crate::server::{self, full, lock, HandlerError, RespBody, Running};
 use crate::sigv4::{self, Credentials, Expect, VerifyError};
 
 const XMLNS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
@@ -106,23 +106,9 @@ struct StsState {
 
 /// Handle to a running STS emulator. Clones share the server; the server stops when the last
 /// handle is dropped or [`StsEmulator::shutdown`] is called.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct StsEmulator {
-    state: Arc<StsState>,
-    guard: Arc<ShutdownGuard>,
-}
-
-impl std::fmt::Debug for StsEmulator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StsEmulator")
-            .field("endpoint", &self.endpoint())
-            .finish_non_exhaustive()
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panicking test thread must not take every later assertion down with it.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+    state: Running<StsState>,
 }
 
 impl StsEmulator {
@@ -134,13 +120,12 @@ impl StsEmulator {
     /// Starts the emulator on `127.0.0.1:port` (0 = any free port).
     pub async fn start_on(config: StsConfig, port: u16) -> std::io::Result<StsEmulator> {
         let (listener, addr) = server::bind_loopback(port).await?;
-        let (guard, shutdown) = ShutdownGuard::new();
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0)
             ^ u128::from(addr.port());
-        let state = Arc::new(StsState {
+        let state = StsState {
             addr,
             base: config.base,
             account_id: config.account_id,
@@ -150,17 +135,11 @@ impl StsEmulator {
             issued: Mutex::new(Vec::new()),
             counter: AtomicU64::new(0),
             seed,
-        });
-        // The server task holds the state but not the guard, so dropping the handles stops it.
-        let served = state.clone();
-        server::spawn(listener, None, shutdown, move |req, _peer| {
-            let state = served.clone();
-            async move { handle(state, req).await }
-        });
-        Ok(StsEmulator {
-            state,
-            guard: Arc::new(guard),
-        })
+        };
+        let state = server::serve(listener, None, state, |state, req, _peer| {
+            handle(state, req)
+        })?;
+        Ok(StsEmulator { state })
     }
 
     /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL_STS` or an SDK `endpoint_url`.
@@ -206,11 +185,7 @@ impl StsEmulator {
 
     /// Waits until at least `n` requests have arrived; false on timeout. No polling or sleeps.
     pub async fn wait_for_calls(&self, n: usize, timeout: Duration) -> bool {
-        let mut rx = self.state.calls.subscribe();
-        let reached = tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n))
-            .await
-            .is_ok_and(|r| r.is_ok());
-        reached
+        server::wait_for_count(&self.state.calls, n, timeout).await
     }
 
     /// Every credential issued so far, oldest first.
@@ -228,7 +203,7 @@ impl StsEmulator {
 
     /// Stops the server (all handles).
     pub fn shutdown(&self) {
-        self.guard.shutdown();
+        self.state.shutdown();
     }
 }
 

@@ -3,17 +3,17 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::Answer;
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use common::{host_headers, Answer};
+use http::{HeaderValue, Method, Request, StatusCode};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use sigv4_testbed::sigv4;
-use sigv4_testbed::{Backend, Credentials, Gateway, GatewayConfig, StsConfig, StsEmulator};
+use sigv4_testbed::sigv4::{self, Payload, SigV4, Signer};
+use sigv4_testbed::{Backend, Credentials, Gateway, GatewayConfig, StsEmulator};
 
 const ROLE: &str = "arn:aws:iam::111111111111:role/sigv4-sidecar-demo";
 
@@ -22,13 +22,7 @@ async fn stack(
     allowed: Option<Vec<String>>,
     tls: bool,
 ) -> (StsEmulator, Gateway) {
-    let sts = StsEmulator::start(StsConfig::new(Credentials::new(
-        "AKIDTESTBASE",
-        "base-secret",
-        None,
-    )))
-    .await
-    .expect("sts");
+    let sts = common::sts("AKIDTESTBASE", "base-secret").await;
     let mut config = GatewayConfig::new(sts.clone());
     config.backend = backend;
     config.allowed_roles = allowed;
@@ -70,24 +64,22 @@ async fn send(
     service: &str,
     extra: &[(&str, &str)],
 ) -> Answer {
-    let mut headers = HeaderMap::new();
-    headers.insert("host", HeaderValue::from_str(host).expect("host"));
+    let mut headers = host_headers(host);
     for (k, v) in extra {
         headers.append(
             http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
             HeaderValue::from_str(v).expect("value"),
         );
     }
-    if let Some(c) = creds {
+    if let Some(creds) = creds {
+        let signer = Signer::new(creds, "us-east-1", service);
         sigv4::sign_request(
+            &SigV4,
             &method,
             target,
             &mut headers,
-            body,
-            c,
-            "us-east-1",
-            service,
-            SystemTime::now(),
+            Payload::Body(body),
+            &signer,
         )
         .expect("sign");
     }
@@ -98,14 +90,7 @@ async fn send(
         .expect("request");
     *req.headers_mut() = headers;
     let client = Client::builder(TokioExecutor::new()).build_http();
-    let resp = client.request(req).await.expect("response");
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.expect("body").to_bytes();
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    Answer::collect(client.request(req).await.expect("response")).await
 }
 
 async fn call(
@@ -128,6 +113,11 @@ async fn call(
         extra,
     )
     .await
+}
+
+/// [`call`] for a bodiless GET without extra headers.
+async fn get(gw: &Gateway, target: &str, creds: Option<&Credentials>) -> Answer {
+    call(gw, Method::GET, target, b"", creds, &[]).await
 }
 
 #[tokio::test]
@@ -185,41 +175,22 @@ async fn api_gateway_refusals() {
     let (sts, gw) = stack(Backend::Echo, Some(vec![ROLE.into()]), false).await;
     let creds = assume(&sts, ROLE).await;
 
-    let unsigned = call(&gw, Method::GET, "/Prod/hello-world", b"", None, &[]).await;
+    let hello = "/Prod/hello-world";
+    let missing_token = json!({"message": "Missing Authentication Token"});
+
+    let unsigned = get(&gw, hello, None).await;
     assert_eq!(unsigned.status, StatusCode::FORBIDDEN);
-    assert_eq!(
-        unsigned.json(),
-        json!({"message": "Missing Authentication Token"})
-    );
+    assert_eq!(unsigned.json(), missing_token);
     assert_eq!(unsigned.error_type(), "MissingAuthenticationTokenException");
 
-    let outside = call(
-        &gw,
-        Method::GET,
-        "/Other/hello-world",
-        b"",
-        Some(&creds),
-        &[],
-    )
-    .await;
-    assert_eq!(
-        outside.json(),
-        json!({"message": "Missing Authentication Token"})
-    );
+    let outside = get(&gw, "/Other/hello-world", Some(&creds)).await;
+    assert_eq!(outside.json(), missing_token);
 
     let wrong = Credentials {
         secret_access_key: "wrong".into(),
         ..creds.clone()
     };
-    let bad = call(
-        &gw,
-        Method::GET,
-        "/Prod/hello-world",
-        b"",
-        Some(&wrong),
-        &[],
-    )
-    .await;
+    let bad = get(&gw, hello, Some(&wrong)).await;
     assert_eq!(bad.status, StatusCode::FORBIDDEN);
     assert_eq!(bad.error_type(), "InvalidSignatureException");
     assert!(bad.json()["message"]
@@ -227,15 +198,7 @@ async fn api_gateway_refusals() {
         .is_some_and(|m| m.starts_with("The request signature we calculated does not match")));
 
     let unknown = Credentials::new("ASIAUNKNOWN", "x", Some("t".into()));
-    let resp = call(
-        &gw,
-        Method::GET,
-        "/Prod/hello-world",
-        b"",
-        Some(&unknown),
-        &[],
-    )
-    .await;
+    let resp = get(&gw, hello, Some(&unknown)).await;
     assert_eq!(
         resp.json(),
         json!({"message": "The security token included in the request is invalid."})
@@ -243,15 +206,7 @@ async fn api_gateway_refusals() {
     assert_eq!(resp.error_type(), "UnrecognizedClientException");
 
     let other = assume(&sts, "arn:aws:iam::111111111111:role/someone-else").await;
-    let denied = call(
-        &gw,
-        Method::GET,
-        "/Prod/hello-world",
-        b"",
-        Some(&other),
-        &[],
-    )
-    .await;
+    let denied = get(&gw, hello, Some(&other)).await;
     assert_eq!(denied.error_type(), "AccessDeniedException");
     assert_eq!(
         denied.json(),
@@ -259,46 +214,27 @@ async fn api_gateway_refusals() {
     );
 
     // Base credentials are not a listed role.
-    let base = call(
-        &gw,
-        Method::GET,
-        "/Prod/hello-world",
-        b"",
-        Some(&sts.base()),
-        &[],
-    )
-    .await;
+    let base = get(&gw, hello, Some(&sts.base())).await;
     assert_eq!(base.error_type(), "AccessDeniedException");
 
     sts.set_lifetime(Duration::ZERO);
     let expired = assume(&sts, ROLE).await;
-    let resp = call(
-        &gw,
-        Method::GET,
-        "/Prod/hello-world",
-        b"",
-        Some(&expired),
-        &[],
-    )
-    .await;
+    let resp = get(&gw, hello, Some(&expired)).await;
     assert_eq!(
         resp.json(),
         json!({"message": "The security token included in the request is expired"})
     );
     assert_eq!(resp.error_type(), "ExpiredTokenException");
 
-    assert_eq!(gw.rejected(), 7);
-    let reasons = common::refusal_reasons(&gw);
-    assert!(
-        reasons.iter().any(|r| r.contains("canonical request")),
-        "{reasons:?}"
-    );
+    common::assert_refusals(&gw, 7, |reasons| {
+        reasons.iter().any(|r| r.contains("canonical request"))
+    });
 }
 
 #[tokio::test]
 async fn base_credentials_allowed_without_role_list() {
     let (sts, gw) = stack(Backend::Echo, None, false).await;
-    let resp = call(&gw, Method::GET, "/Prod/x", b"", Some(&sts.base()), &[]).await;
+    let resp = get(&gw, "/Prod/x", Some(&sts.base())).await;
     assert_eq!(resp.status, StatusCode::OK);
     assert_eq!(
         resp.json()["caller_arn"],
@@ -326,9 +262,7 @@ async fn control_headers() {
     assert_eq!(resp.status, StatusCode::CREATED);
     assert_eq!(resp.body.len(), 100_000);
     assert_eq!(
-        resp.headers
-            .get("x-testbed-body-sha256")
-            .and_then(|v| v.to_str().ok()),
+        resp.header("x-testbed-body-sha256"),
         Some(sigv4::sha256_hex(&resp.body).as_str())
     );
 
@@ -350,27 +284,14 @@ async fn control_headers() {
 async fn lambda_backend_names_the_assumed_role() {
     let (sts, gw) = stack(Backend::Lambda, Some(vec![ROLE.into()]), false).await;
     let creds = assume(&sts, ROLE).await;
-    let resp = call(
-        &gw,
-        Method::GET,
-        "/Prod/hello-world",
-        b"",
-        Some(&creds),
-        &[],
-    )
-    .await;
+    let resp = get(&gw, "/Prod/hello-world", Some(&creds)).await;
     assert_eq!(resp.status, StatusCode::OK);
-    assert_eq!(
-        resp.headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
-        Some("application/json")
-    );
+    assert_eq!(resp.header("content-type"), Some("application/json"));
     assert_eq!(
         resp.json(),
         json!({"message": "Hello World", "caller": "arn:aws:sts::111111111111:assumed-role/sigv4-sidecar-demo/test-session"})
     );
-    let missing = call(&gw, Method::GET, "/Prod/nope", b"", Some(&creds), &[]).await;
+    let missing = get(&gw, "/Prod/nope", Some(&creds)).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     let post = call(
         &gw,
@@ -382,15 +303,11 @@ async fn lambda_backend_names_the_assumed_role() {
     )
     .await;
     assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(
-        post.headers.get("allow").and_then(|v| v.to_str().ok()),
-        Some("GET")
-    );
+    assert_eq!(post.header("allow"), Some("GET"));
 }
 
 #[tokio::test]
 async fn tls_with_generated_ca_and_h2() {
-    use rustls_pki_types::pem::PemObject;
     let (sts, gw) = stack(Backend::Echo, None, true).await;
     assert!(gw.url().starts_with("https://127.0.0.1:"));
     let dir = tempfile::tempdir().expect("tempdir");
@@ -398,19 +315,8 @@ async fn tls_with_generated_ca_and_h2() {
     let pem = std::fs::read(&path).expect("ca file");
     assert!(gw.ca_pem().starts_with("-----BEGIN CERTIFICATE-----"));
 
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.expect("pem")).expect("add root");
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
+        .with_tls_config(common::trusting(&pem))
         .https_only()
         .enable_http2()
         .build();
@@ -422,17 +328,15 @@ async fn tls_with_generated_ca_and_h2() {
     let host = gw.addr().to_string();
     for url_host in [host.clone(), format!("localhost:{}", gw.addr().port())] {
         let target = "/Prod/secure";
-        let mut headers = HeaderMap::new();
-        headers.insert("host", HeaderValue::from_str(&url_host).expect("host"));
+        let mut headers = host_headers(&url_host);
+        let signer = Signer::new(&creds, "us-east-1", "execute-api");
         sigv4::sign_request(
+            &SigV4,
             &Method::GET,
             target,
             &mut headers,
-            b"",
-            &creds,
-            "us-east-1",
-            "execute-api",
-            SystemTime::now(),
+            Payload::Body(b""),
+            &signer,
         )
         .expect("sign");
         // HTTP/2 sends the host as :authority; the gateway verifies it as `host`.

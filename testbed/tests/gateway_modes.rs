@@ -6,31 +6,33 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::Answer;
+use common::{host_headers, Answer};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use serde_json::{json, Value};
+use serde_json::json;
 use sigv4_testbed::gateway::refusal::{self, signature_mismatch_message};
-use sigv4_testbed::gateway::PatternBody;
-use sigv4_testbed::sigv4::{self, Payload};
-use sigv4_testbed::{sigv4a, BodyState, Credentials, Gateway, Refusal, StsConfig, StsEmulator};
+use sigv4_testbed::gateway::{GatewayBuilder, PatternBody};
+use sigv4_testbed::sigv4::{self, Payload, SigV4, Signer};
+use sigv4_testbed::sigv4a::SigV4a;
+use sigv4_testbed::{sigv4a, BodyState, Credentials, Gateway, Refusal, StsEmulator};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const API_HOST: &str = "abc123.execute-api.us-east-1.amazonaws.com";
 
-async fn sts() -> StsEmulator {
-    StsEmulator::start(StsConfig::new(Credentials::new(
-        "AKIDMODESBASE",
-        "modes-secret",
-        None,
-    )))
-    .await
-    .expect("sts")
+/// An STS emulator and a gateway in front of it, set up by `modes` (e.g.
+/// `GatewayBuilder::lattice`).
+async fn stack(modes: impl FnOnce(GatewayBuilder) -> GatewayBuilder) -> (StsEmulator, Gateway) {
+    let sts = common::sts("AKIDMODESBASE", "modes-secret").await;
+    let gw = modes(Gateway::builder(sts.clone()))
+        .start()
+        .await
+        .expect("gw");
+    (sts, gw)
 }
 
 /// Sends one plain-HTTP request (HTTP/1.1, or h2c with `h2`) to the gateway.
@@ -51,19 +53,12 @@ async fn send(
     let client = Client::builder(TokioExecutor::new())
         .http2_only(h2)
         .build_http();
-    let resp = client.request(req).await.expect("response");
-    let (parts, body) = resp.into_parts();
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.expect("body").to_bytes(),
-    }
+    Answer::collect(client.request(req).await.expect("response")).await
 }
 
-fn host_headers(host: &str) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert("host", HeaderValue::from_str(host).expect("host"));
-    h
+/// [`send`] for a bodiless HTTP/1.1 GET.
+async fn get(gw: &Gateway, target: &str, headers: HeaderMap) -> Answer {
+    send(gw, Method::GET, target, headers, Bytes::new(), false).await
 }
 
 fn sign(
@@ -74,42 +69,46 @@ fn sign(
     creds: &Credentials,
     service: &str,
 ) {
-    sigv4::sign_request_payload(
-        method,
+    let signer = Signer::new(creds, "us-east-1", service);
+    sigv4::sign_request(&SigV4, method, target, headers, payload, &signer).expect("sign");
+}
+
+/// The headers of a bodiless `GET target` to `host`, signed for `execute-api`.
+fn signed_get(host: &str, target: &str, creds: &Credentials) -> HeaderMap {
+    let mut headers = host_headers(host);
+    sign(
+        &mut headers,
+        &Method::GET,
         target,
-        headers,
-        payload,
+        Payload::Body(b""),
         creds,
-        "us-east-1",
-        service,
-        SystemTime::now(),
-    )
-    .expect("sign");
+        "execute-api",
+    );
+    headers
 }
 
 #[tokio::test]
 async fn lattice_streams_unsigned_payloads_and_records_cut_off_bodies() {
-    let sts = sts().await;
-    let gw = Gateway::builder(sts.clone())
-        .lattice()
-        .start()
-        .await
-        .expect("gw");
+    let (sts, gw) = stack(GatewayBuilder::lattice).await;
     assert_eq!(gw.url(), format!("http://{}", gw.addr()));
     let host = gw.addr().to_string();
+    // Every request below is a `PUT /upload` signed for Lattice.
+    let sign_put = |headers: &mut HeaderMap, payload: Payload<'_>| {
+        sign(
+            headers,
+            &Method::PUT,
+            "/upload",
+            payload,
+            &sts.base(),
+            "vpc-lattice-svcs",
+        )
+    };
 
     // 32 MiB chunked (no Content-Length), signed over UNSIGNED-PAYLOAD.
     let len: u64 = 32 * 1024 * 1024;
     let expected = PatternBody::sha256(len);
     let mut headers = host_headers(&host);
-    sign(
-        &mut headers,
-        &Method::PUT,
-        "/upload",
-        Payload::Unsigned,
-        &sts.base(),
-        "vpc-lattice-svcs",
-    );
+    sign_put(&mut headers, Payload::Unsigned);
     let mut req = Request::builder()
         .method(Method::PUT)
         .uri(format!("http://{host}/upload"))
@@ -117,11 +116,9 @@ async fn lattice_streams_unsigned_payloads_and_records_cut_off_bodies() {
         .expect("req");
     *req.headers_mut() = headers;
     let client = Client::builder(TokioExecutor::new()).build_http();
-    let resp = client.request(req).await.expect("response");
-    assert_eq!(resp.status(), StatusCode::OK);
-    let echo: Value =
-        serde_json::from_slice(&resp.into_body().collect().await.expect("body").to_bytes())
-            .expect("json");
+    let resp = Answer::collect(client.request(req).await.expect("response")).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    let echo = resp.json();
     assert_eq!(echo["body_len"], json!(len));
     assert_eq!(echo["body_sha256"], json!(expected));
     assert_eq!(echo["algorithm"], json!(sigv4::ALGORITHM));
@@ -135,14 +132,7 @@ async fn lattice_streams_unsigned_payloads_and_records_cut_off_bodies() {
 
     // A signed payload hash is refused by Lattice, before the body is read.
     let mut headers = host_headers(&host);
-    sign(
-        &mut headers,
-        &Method::PUT,
-        "/upload",
-        Payload::Body(b"abc"),
-        &sts.base(),
-        "vpc-lattice-svcs",
-    );
+    sign_put(&mut headers, Payload::Body(b"abc"));
     let signed = send(
         &gw,
         Method::PUT,
@@ -162,14 +152,7 @@ async fn lattice_streams_unsigned_payloads_and_records_cut_off_bodies() {
     let before = gw.requests().len();
     let mut headers = host_headers(&host);
     headers.insert("content-length", HeaderValue::from_static("1000"));
-    sign(
-        &mut headers,
-        &Method::PUT,
-        "/upload",
-        Payload::Unsigned,
-        &sts.base(),
-        "vpc-lattice-svcs",
-    );
+    sign_put(&mut headers, Payload::Unsigned);
     let mut head = String::from("PUT /upload HTTP/1.1\r\n");
     for (k, v) in &headers {
         head.push_str(&format!("{k}: {}\r\n", v.to_str().expect("ascii")));
@@ -217,15 +200,14 @@ impl http_body::Body for Chunked {
 /// POSTs `body` to `/Prod/x`, SigV4A-signed for `regions` over the body `hi`.
 async fn send_v4a(gw: &Gateway, creds: &Credentials, regions: &str, body: &'static [u8]) -> Answer {
     let mut headers = host_headers(&gw.addr().to_string());
-    sigv4a::sign_request(
+    let signer = Signer::new(creds, regions, "execute-api");
+    sigv4::sign_request(
+        &SigV4a,
         &Method::POST,
         "/Prod/x",
         &mut headers,
         Payload::Body(b"hi"),
-        creds,
-        regions,
-        "execute-api",
-        SystemTime::now(),
+        &signer,
     )
     .expect("sign");
     send(
@@ -241,12 +223,7 @@ async fn send_v4a(gw: &Gateway, creds: &Credentials, regions: &str, body: &'stat
 
 #[tokio::test]
 async fn sigv4a_is_accepted_when_enabled_and_its_region_set_covers_the_region() {
-    let sts = sts().await;
-    let gw = Gateway::builder(sts.clone())
-        .sigv4a()
-        .start()
-        .await
-        .expect("gw");
+    let (sts, gw) = stack(GatewayBuilder::sigv4a).await;
     let plain = Gateway::builder(sts.clone()).start().await.expect("gw");
     let base = sts.base();
     for regions in ["us-east-1", "eu-west-1,us-east-1", "*", "us-*"] {
@@ -260,39 +237,15 @@ async fn sigv4a_is_accepted_when_enabled_and_its_region_set_covers_the_region() 
     let tampered = send_v4a(&gw, &base, "us-east-1", b"ho").await;
     assert_eq!(tampered.status, StatusCode::FORBIDDEN);
     // SigV4 still works there; SigV4A is refused where it is not enabled.
-    let mut v4 = host_headers(&gw.addr().to_string());
-    sign(
-        &mut v4,
-        &Method::GET,
-        "/Prod/x",
-        Payload::Body(b""),
-        &sts.base(),
-        "execute-api",
-    );
-    assert_eq!(
-        send(&gw, Method::GET, "/Prod/x", v4, Bytes::new(), false)
-            .await
-            .status,
-        StatusCode::OK
-    );
+    let v4 = signed_get(&gw.addr().to_string(), "/Prod/x", &base);
+    assert_eq!(get(&gw, "/Prod/x", v4).await.status, StatusCode::OK);
     let refused = send_v4a(&plain, &base, "us-east-1", b"hi").await;
     assert_eq!(refused.error_type(), "IncompleteSignatureException");
 }
 
 /// A rustls client trusting only the gateway's CA, offering `alpn`.
 fn client_config(gw: &Gateway, alpn: &[u8]) -> rustls::ClientConfig {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(gw.ca_pem().as_bytes()) {
-        roots.add(cert.expect("pem")).expect("root");
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut config = common::trusting(gw.ca_pem().as_bytes());
     config.alpn_protocols = vec![alpn.to_vec()];
     config
 }
@@ -315,15 +268,7 @@ async fn tls_connect(
 /// split that the sidecar's `connect` makes.
 async fn send_tls(gw: &Gateway, sni: &str, host: &str, h2: bool, creds: &Credentials) -> Answer {
     let target = "/Prod/private";
-    let mut headers = host_headers(host);
-    sign(
-        &mut headers,
-        &Method::GET,
-        target,
-        Payload::Body(b""),
-        creds,
-        "execute-api",
-    );
+    let mut headers = signed_get(host, target, creds);
     let alpn: &[u8] = if h2 { b"h2" } else { b"http/1.1" };
     let io = TokioIo::new(tls_connect(gw, sni, alpn).await.expect("tls handshake"));
     let resp = if h2 {
@@ -348,23 +293,12 @@ async fn send_tls(gw: &Gateway, sni: &str, host: &str, h2: bool, creds: &Credent
         *req.headers_mut() = headers;
         sender.send_request(req).await.expect("h1 response")
     };
-    let (parts, body) = resp.into_parts();
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.expect("body").to_bytes(),
-    }
+    Answer::collect(resp).await
 }
 
 #[tokio::test]
 async fn tls_names_only_loopback_and_host_must_be_the_api() {
-    let sts = sts().await;
-    let gw = Gateway::builder(sts.clone())
-        .tls()
-        .api_host(API_HOST)
-        .start()
-        .await
-        .expect("gw");
+    let (sts, gw) = stack(|b| b.tls().api_host(API_HOST)).await;
     assert!(gw.url().starts_with("https://127.0.0.1:"));
     for (sni, h2) in [
         ("localhost", true),
@@ -403,12 +337,7 @@ async fn tls_names_only_loopback_and_host_must_be_the_api() {
 
 #[tokio::test]
 async fn cloudfront_hop_breaks_signatures_over_forwarding_headers_only() {
-    let sts = sts().await;
-    let gw = Gateway::builder(sts.clone())
-        .cloudfront_hop()
-        .start()
-        .await
-        .expect("gw");
+    let (sts, gw) = stack(GatewayBuilder::cloudfront_hop).await;
     let host = gw.addr().to_string();
 
     let mut covered = host_headers(&host);
@@ -422,7 +351,7 @@ async fn cloudfront_hop_breaks_signatures_over_forwarding_headers_only() {
         &sts.base(),
         "execute-api",
     );
-    let bad = send(&gw, Method::GET, "/Prod/x", covered, Bytes::new(), false).await;
+    let bad = get(&gw, "/Prod/x", covered).await;
     assert_eq!(bad.status, StatusCode::FORBIDDEN);
     assert_eq!(bad.error_type(), "InvalidSignatureException");
     let message = bad.json()["message"].as_str().expect("message").to_string();
@@ -432,17 +361,9 @@ async fn cloudfront_hop_breaks_signatures_over_forwarding_headers_only() {
         "{message}"
     );
 
-    let mut left_out = host_headers(&host);
-    sign(
-        &mut left_out,
-        &Method::GET,
-        "/Prod/x",
-        Payload::Body(b""),
-        &sts.base(),
-        "execute-api",
-    );
+    let mut left_out = signed_get(&host, "/Prod/x", &sts.base());
     left_out.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-    let ok = send(&gw, Method::GET, "/Prod/x", left_out, Bytes::new(), false).await;
+    let ok = get(&gw, "/Prod/x", left_out).await;
     assert_eq!(ok.status, StatusCode::OK, "{:?}", ok.body);
     let rec = gw.requests().pop().expect("rec");
     assert_eq!(
@@ -457,25 +378,9 @@ async fn cloudfront_hop_breaks_signatures_over_forwarding_headers_only() {
 
 #[tokio::test]
 async fn forced_refusals_have_aws_shapes() {
-    let sts = sts().await;
-    let gw = Gateway::builder(sts.clone())
-        .forced_refusal(Refusal::SignatureMismatch)
-        .start()
-        .await
-        .expect("gw");
+    let (sts, gw) = stack(|b| b.forced_refusal(Refusal::SignatureMismatch)).await;
     let host = gw.addr().to_string();
-    let signed = || {
-        let mut h = host_headers(&host);
-        sign(
-            &mut h,
-            &Method::GET,
-            "/Prod/x",
-            Payload::Body(b""),
-            &sts.base(),
-            "execute-api",
-        );
-        h
-    };
+    let signed = || signed_get(&host, "/Prod/x", &sts.base());
     let headers = signed();
     // What the gateway will quote: the canonical request of this very request.
     let names: Vec<&str> = {
@@ -501,15 +406,7 @@ async fn forced_refusals_have_aws_shapes() {
     let amz_date = headers["x-amz-date"].to_str().expect("date").to_string();
     let scope = sigv4::credential_scope(&amz_date[..8], "us-east-1", "execute-api");
     let sts_text = sigv4::string_to_sign(&amz_date, &scope, &creq);
-    let mismatch = send(
-        &gw,
-        Method::GET,
-        "/Prod/x",
-        headers.clone(),
-        Bytes::new(),
-        false,
-    )
-    .await;
+    let mismatch = get(&gw, "/Prod/x", headers.clone()).await;
     assert_eq!(mismatch.status, StatusCode::FORBIDDEN);
     assert_eq!(mismatch.error_type(), "InvalidSignatureException");
     assert_eq!(
@@ -518,34 +415,30 @@ async fn forced_refusals_have_aws_shapes() {
     );
 
     gw.set_forced_refusal(Some(Refusal::ExpiredToken));
-    let expired = send(&gw, Method::GET, "/Prod/x", signed(), Bytes::new(), false).await;
+    let expired = get(&gw, "/Prod/x", signed()).await;
     assert_eq!(expired.error_type(), "ExpiredTokenException");
     assert_eq!(expired.json(), json!({"message": refusal::EXPIRED_TOKEN}));
     gw.set_forced_refusal(Some(Refusal::InvalidToken));
-    let invalid = send(&gw, Method::GET, "/Prod/x", signed(), Bytes::new(), false).await;
+    let invalid = get(&gw, "/Prod/x", signed()).await;
     assert_eq!(invalid.error_type(), "UnrecognizedClientException");
     assert_eq!(invalid.json(), json!({"message": refusal::INVALID_TOKEN}));
     gw.set_forced_refusal(Some(Refusal::AccessDenied));
-    let denied = send(&gw, Method::GET, "/Prod/x", signed(), Bytes::new(), false).await;
+    let denied = get(&gw, "/Prod/x", signed()).await;
     assert_eq!(denied.error_type(), "AccessDeniedException");
     assert!(denied.json()["Message"]
         .as_str()
         .is_some_and(|m| m.contains("is not authorized")));
     gw.set_forced_refusal(None);
-    let ok = send(&gw, Method::GET, "/Prod/x", signed(), Bytes::new(), false).await;
+    let ok = get(&gw, "/Prod/x", signed()).await;
     assert_eq!(ok.status, StatusCode::OK);
-    assert_eq!(gw.rejected(), 4);
-    let reasons = common::refusal_reasons(&gw);
-    assert!(
-        reasons.iter().all(|r| r.starts_with("forced refusal")),
-        "{reasons:?}"
-    );
+    common::assert_refusals(&gw, 4, |reasons| {
+        reasons.iter().all(|r| r.starts_with("forced refusal"))
+    });
 }
 
 #[tokio::test]
 async fn hundreds_of_signed_headers_over_http1_and_h2() {
-    let sts = sts().await;
-    let gw = Gateway::builder(sts.clone()).start().await.expect("gw");
+    let (sts, gw) = stack(|b| b).await;
     for h2 in [false, true] {
         let mut headers = host_headers(&gw.addr().to_string());
         for i in 0..600 {

@@ -6,7 +6,8 @@ use std::time::SystemTime;
 use http::{HeaderMap, Method};
 
 use super::refusal::Rejection;
-use super::{execute_api_arn, lock, resource_path, GwState, Refusal};
+use super::{execute_api_arn, resource_path, GwState, Refusal};
+use crate::server::lock;
 use crate::sigv4::{self, Expect, Payload, Verified};
 use crate::sigv4a;
 
@@ -70,12 +71,16 @@ pub(super) fn authorize(
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with(sigv4a::ALGORITHM));
+    let request = sigv4::Request {
+        method,
+        target,
+        headers,
+        payload,
+    };
     let (verified, algorithm): (Verified, &'static str) = if v4a {
-        sigv4a::verify(method, target, headers, payload, &expect, &lookup)
-            .map(|v| (v, sigv4a::ALGORITHM))
+        sigv4a::verify(&request, &expect, &lookup).map(|v| (v, sigv4a::ALGORITHM))
     } else {
-        sigv4::verify_payload(method, target, headers, payload, &expect, &lookup)
-            .map(|v| (v, sigv4::ALGORITHM))
+        sigv4::verify_payload(&request, &expect, &lookup).map(|v| (v, sigv4::ALGORITHM))
     }
     .map_err(|e| Rejection::from_verify(e, headers, now, expect.max_skew))?;
 

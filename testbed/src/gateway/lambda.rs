@@ -17,17 +17,28 @@ fn decode(s: &str) -> String {
         .into_owned()
 }
 
+/// A verified request, as the Lambda backend gets it.
+pub(super) struct Invocation<'a> {
+    pub(super) parts: &'a http::request::Parts,
+    /// The request target as received (`/Prod/path?query`).
+    pub(super) target: &'a str,
+    pub(super) body: &'a [u8],
+    pub(super) caller: &'a Caller,
+    pub(super) peer: SocketAddr,
+    pub(super) request_id: &'a str,
+}
+
 /// The REST API (payload 1.0) proxy integration event for a verified request.
-fn proxy_event(
-    state: &GwState,
-    parts: &http::request::Parts,
-    target: &str,
-    body: &[u8],
-    caller: &Caller,
-    peer: SocketAddr,
-    request_id: &str,
-) -> serde_json::Value {
+fn proxy_event(state: &GwState, invocation: &Invocation<'_>) -> serde_json::Value {
     use serde_json::{json, Map, Value};
+    let Invocation {
+        parts,
+        target,
+        body,
+        caller,
+        peer,
+        request_id,
+    } = *invocation;
     let config = &state.config;
     let (raw_path, raw_query) = target.split_once('?').unwrap_or((target, ""));
     let resource = resource_path(&config.stage, raw_path).unwrap_or("/");
@@ -135,16 +146,9 @@ fn proxy_event(
 
 /// Runs the Lambda and turns its proxy answer into HTTP, as API Gateway does; an invocation
 /// failure or a malformed answer is API Gateway's 502 `Internal server error`.
-pub(super) async fn lambda(
-    state: &GwState,
-    parts: &http::request::Parts,
-    target: &str,
-    body: &[u8],
-    caller: &Caller,
-    peer: SocketAddr,
-    request_id: &str,
-) -> Response<RespBody> {
-    let event = proxy_event(state, parts, target, body, caller, peer, request_id);
+pub(super) async fn lambda(state: &GwState, invocation: &Invocation<'_>) -> Response<RespBody> {
+    let event = proxy_event(state, invocation);
+    let request_id = invocation.request_id;
     let bad_gateway = || {
         let mut resp = json_response(
             StatusCode::BAD_GATEWAY,

@@ -20,7 +20,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
@@ -28,7 +28,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio::sync::watch;
 
-use crate::server::{self, full, ConnInfo, HandlerError, RespBody, ShutdownGuard};
+use crate::server::{self, full, lock, ConnInfo, HandlerError, RespBody, Running};
 use crate::sigv4::{self, Payload};
 use crate::sts::StsEmulator;
 
@@ -177,28 +177,15 @@ impl GwState {
 }
 
 /// Handle to a running gateway; clones share it, the last drop (or `shutdown()`) stops it.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Gateway {
-    state: Arc<GwState>,
-    guard: Arc<ShutdownGuard>,
-}
-
-impl std::fmt::Debug for Gateway {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway")
-            .field("url", &self.url())
-            .finish_non_exhaustive()
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+    state: Running<GwState>,
 }
 
 impl Gateway {
     /// Starts the gateway on `127.0.0.1:0` with default [`GatewayModes`].
     pub async fn start(config: GatewayConfig) -> std::io::Result<Gateway> {
-        Self::start_on(config, 0).await
+        Self::start_with(config, GatewayModes::default(), 0).await
     }
 
     /// Starts the gateway on `127.0.0.1:port` (0 = any free port) with default modes.
@@ -224,8 +211,7 @@ impl Gateway {
             (None, None)
         };
         let (listener, addr) = server::bind_loopback(port).await?;
-        let (guard, shutdown) = ShutdownGuard::new();
-        let state = Arc::new(GwState {
+        let state = GwState {
             config,
             forced: Mutex::new(modes.forced_refusal),
             modes,
@@ -235,16 +221,9 @@ impl Gateway {
             count: watch::channel(0).0,
             rejected: AtomicUsize::new(0),
             counter: AtomicU64::new(0),
-        });
-        let served = state.clone();
-        server::spawn(listener, acceptor, shutdown, move |req, peer| {
-            let state = served.clone();
-            async move { handle(state, req, peer).await }
-        });
-        Ok(Gateway {
-            state,
-            guard: Arc::new(guard),
-        })
+        };
+        let state = server::serve(listener, acceptor, state, handle)?;
+        Ok(Gateway { state })
     }
 
     /// `http(s)://127.0.0.1:PORT/<stage>` (no trailing slash; no stage segment if the stage is
@@ -291,11 +270,7 @@ impl Gateway {
 
     /// Waits until at least `n` requests have been recorded; false on timeout.
     pub async fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
-        let mut rx = self.state.count.subscribe();
-        let reached = tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n))
-            .await
-            .is_ok_and(|r| r.is_ok());
-        reached
+        server::wait_for_count(&self.state.count, n, timeout).await
     }
 
     /// How many requests were refused (any 403).
@@ -324,7 +299,7 @@ impl Gateway {
     }
 
     pub fn shutdown(&self) {
-        self.guard.shutdown();
+        self.state.shutdown();
     }
 }
 
@@ -552,7 +527,15 @@ async fn handle(
             Ok(echo::echo(&parts, &target, summary, &caller, &request_id).await)
         }
         Backend::Lambda => {
-            Ok(lambda::lambda(&state, &parts, &target, &body, &caller, peer, &request_id).await)
+            let invocation = lambda::Invocation {
+                parts: &parts,
+                target: &target,
+                body: &body,
+                caller: &caller,
+                peer,
+                request_id: &request_id,
+            };
+            Ok(lambda::lambda(&state, &invocation).await)
         }
     }
 }

@@ -25,12 +25,14 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, Method};
 
 mod canonical;
+mod sign;
 mod time;
 
 pub use canonical::{
     canonical_header_value, canonical_headers, canonical_query, canonical_request, canonical_uri,
     credential_scope, sha256_hex, signature, signing_key, string_to_sign, string_to_sign_with,
 };
+pub use sign::{sign_request, Algorithm, SigV4, Signer};
 pub use time::{format_amz_date, format_iso8601, parse_amz_date};
 
 /// The only algorithm SigV4 header signing uses.
@@ -189,15 +191,42 @@ impl fmt::Display for VerifyError {
 
 impl std::error::Error for VerifyError {}
 
+/// What an `Authorization: <algorithm> Credential=..., SignedHeaders=..., Signature=...` value
+/// says in either algorithm (SigV4's scope adds a region, see [`Authorization`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Components {
+    pub access_key_id: String,
+    /// `YYYYMMDD` from the credential scope.
+    pub date: String,
+    pub service: String,
+    pub signed_headers: Vec<String>,
+    /// Lower-case hex (SigV4: the HMAC; SigV4A: the DER ECDSA signature).
+    pub signature: String,
+}
+
+impl Components {
+    /// These components as the shared verification steps take them.
+    pub(crate) fn signed<'a>(
+        &'a self,
+        algorithm: &'a str,
+        scope: &'a str,
+        region: &'a str,
+    ) -> Signed<'a> {
+        Signed {
+            components: self,
+            algorithm,
+            scope,
+            region,
+        }
+    }
+}
+
 /// The parsed `Authorization: AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=...`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Authorization {
-    pub access_key_id: String,
-    pub date: String,
+    /// The credential scope's region.
     pub region: String,
-    pub service: String,
-    pub signed_headers: Vec<String>,
-    pub signature: String,
+    pub components: Components,
 }
 
 /// `Credential`, `SignedHeaders` and `Signature` of an `Authorization: <algorithm> ...` value,
@@ -273,12 +302,14 @@ pub fn parse_authorization(value: &str) -> Result<Authorization, VerifyError> {
         return Err(malformed("Signature is not 64 hex digits"));
     }
     Ok(Authorization {
-        access_key_id: akid.to_string(),
-        date: date.to_string(),
         region: region.to_string(),
-        service: service.to_string(),
-        signed_headers,
-        signature: signature.to_ascii_lowercase(),
+        components: Components {
+            access_key_id: akid.to_string(),
+            date: date.to_string(),
+            service: service.to_string(),
+            signed_headers,
+            signature: signature.to_ascii_lowercase(),
+        },
     })
 }
 
@@ -318,68 +349,58 @@ pub fn verify(
     expect: &Expect,
     lookup: &dyn Fn(&str) -> Option<Credentials>,
 ) -> Result<Verified, VerifyError> {
-    verify_payload(method, target, headers, Payload::Body(body), expect, lookup)
+    let request = Request {
+        method,
+        target,
+        headers,
+        payload: Payload::Body(body),
+    };
+    verify_payload(&request, expect, lookup)
 }
 
 /// [`verify`] with the payload given as a [`Payload`]: `Payload::Unsigned` checks a request
 /// signed over `UNSIGNED-PAYLOAD` from its head alone, before (or without) reading the body.
 pub fn verify_payload(
-    method: &Method,
-    target: &str,
-    headers: &HeaderMap,
-    payload: Payload<'_>,
+    request: &Request<'_>,
     expect: &Expect,
     lookup: &dyn Fn(&str) -> Option<Credentials>,
 ) -> Result<Verified, VerifyError> {
-    let auth = parse_authorization(authorization_value(headers)?)?;
+    let auth = parse_authorization(authorization_value(request.headers)?)?;
     if expect.region != "*" && auth.region != expect.region {
         return Err(VerifyError::WrongScope(format!(
             "Credential should be scoped to a valid region, not '{}' (expected '{}')",
             auth.region, expect.region
         )));
     }
-    let scope = credential_scope(&auth.date, &auth.region, &auth.service);
+    let (region, parts) = (&auth.region, &auth.components);
+    let scope = credential_scope(&parts.date, region, &parts.service);
     let check = |creds: &Credentials, sts: &str| {
         let key = signing_key(
             &creds.secret_access_key,
-            &auth.date,
-            &auth.region,
-            &auth.service,
+            &parts.date,
+            region,
+            &parts.service,
         );
-        ct_eq(signature(&key, sts).as_bytes(), auth.signature.as_bytes())
+        ct_eq(signature(&key, sts).as_bytes(), parts.signature.as_bytes())
     };
-    let request = Request {
-        method,
-        target,
-        headers,
-        payload,
-    };
-    let signed = Signed {
-        access_key_id: &auth.access_key_id,
-        date: &auth.date,
-        service: &auth.service,
-        signed_headers: &auth.signed_headers,
-        algorithm: ALGORITHM,
-        scope: &scope,
-        region: &auth.region,
-    };
-    verify_signed(&request, expect, lookup, &signed, &check)
+    let signed = parts.signed(ALGORITHM, &scope, region);
+    verify_signed(request, expect, lookup, &signed, &check)
 }
 
-/// A request as the verifiers take it (see [`verify`] for the meaning of each part).
-pub(crate) struct Request<'a> {
-    pub(crate) method: &'a Method,
-    pub(crate) target: &'a str,
-    pub(crate) headers: &'a HeaderMap,
-    pub(crate) payload: Payload<'a>,
+/// A request as the verifiers ([`verify_payload`], [`crate::sigv4a::verify`]) take it.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    pub method: &'a Method,
+    /// The request target exactly as received (`/path?query`, still percent-encoded).
+    pub target: &'a str,
+    /// Must include `host` (for HTTP/2, synthesized from `:authority`).
+    pub headers: &'a HeaderMap,
+    pub payload: Payload<'a>,
 }
 
 /// What a parsed `Authorization` says, in the terms both algorithms share.
 pub(crate) struct Signed<'a> {
-    pub(crate) access_key_id: &'a str,
-    pub(crate) date: &'a str,
-    pub(crate) service: &'a str,
-    pub(crate) signed_headers: &'a [String],
+    pub(crate) components: &'a Components,
     /// The string to sign's first line.
     pub(crate) algorithm: &'a str,
     /// The string to sign's credential scope line.
@@ -419,12 +440,12 @@ pub(crate) fn verify_signed(
         });
     }
     Ok(Verified {
-        access_key_id: signed.access_key_id.to_string(),
+        access_key_id: signed.components.access_key_id.clone(),
         session_token: checked.creds.session_token,
         region: signed.region.to_string(),
-        service: signed.service.to_string(),
-        date: signed.date.to_string(),
-        signed_headers: signed.signed_headers.to_vec(),
+        service: signed.components.service.clone(),
+        date: signed.components.date.clone(),
+        signed_headers: signed.components.signed_headers.clone(),
         canonical_request: creq,
         string_to_sign: sts,
     })
@@ -460,12 +481,13 @@ fn check_request<'h>(
     signed: &Signed<'h>,
     payload: Payload<'_>,
 ) -> Result<Checked<'h>, VerifyError> {
-    let (access_key_id, date, service, signed_headers) = (
-        signed.access_key_id,
-        signed.date,
-        signed.service,
-        signed.signed_headers,
-    );
+    let Components {
+        access_key_id,
+        date,
+        service,
+        signed_headers,
+        ..
+    } = signed.components;
     let creds = lookup(access_key_id).ok_or(VerifyError::UnknownAccessKey)?;
     let amz_date = header_str(headers, "x-amz-date")?
         .ok_or_else(|| VerifyError::Malformed("missing x-amz-date".into()))?;
@@ -476,7 +498,7 @@ fn check_request<'h>(
             "scope date {date} is not the day of x-amz-date {amz_date}"
         )));
     }
-    if service != expect.service {
+    if *service != expect.service {
         return Err(VerifyError::WrongScope(format!(
             "Credential should be scoped to correct service: '{}', not '{service}'",
             expect.service
@@ -536,121 +558,6 @@ fn check_request<'h>(
     })
 }
 
-/// Signs a request the textbook way with this module's primitives: adds `x-amz-date`,
-/// `x-amz-security-token` (if the credentials have one) and `authorization` to `headers`,
-/// signing every header present (which must include `host`).
-///
-/// For tests of the stand-ins themselves (a request that reaches the gateway without the
-/// sidecar); the sidecar's own signing is what [`verify`] exists to check. A header added to
-/// `headers` afterwards travels unsigned.
-#[allow(clippy::too_many_arguments)] // mirrors the inputs of SigV4 one to one
-pub fn sign_request(
-    method: &Method,
-    target: &str,
-    headers: &mut HeaderMap,
-    body: &[u8],
-    creds: &Credentials,
-    region: &str,
-    service: &str,
-    now: SystemTime,
-) -> Result<(), http::header::InvalidHeaderValue> {
-    sign_request_payload(
-        method,
-        target,
-        headers,
-        Payload::Body(body),
-        creds,
-        region,
-        service,
-        now,
-    )
-}
-
-/// [`sign_request`] with a [`Payload`]: `Payload::Unsigned` also adds (and signs)
-/// `x-amz-content-sha256: UNSIGNED-PAYLOAD`, as a VPC Lattice client does.
-#[allow(clippy::too_many_arguments)] // mirrors the inputs of SigV4 one to one
-pub fn sign_request_payload(
-    method: &Method,
-    target: &str,
-    headers: &mut HeaderMap,
-    payload: Payload<'_>,
-    creds: &Credentials,
-    region: &str,
-    service: &str,
-    now: SystemTime,
-) -> Result<(), http::header::InvalidHeaderValue> {
-    let (amz_date, creq) = prepare_signing(method, target, headers, payload, creds, now)?;
-    let date = &amz_date[..8];
-    let scope = credential_scope(date, region, service);
-    let sts = string_to_sign(&amz_date, &scope, &creq.text);
-    let sig = signature(
-        &signing_key(&creds.secret_access_key, date, region, service),
-        &sts,
-    );
-    let auth = format!(
-        "{ALGORITHM} Credential={}/{scope}, SignedHeaders={}, Signature={sig}",
-        creds.access_key_id, creq.signed_headers
-    );
-    headers.insert("authorization", auth.parse()?);
-    Ok(())
-}
-
-/// A canonical request made by [`prepare_signing`], with its `SignedHeaders` list.
-pub(crate) struct Prepared {
-    pub(crate) text: String,
-    pub(crate) signed_headers: String,
-}
-
-/// The signer's half both algorithms share: adds `x-amz-date`, the session token and (for
-/// `Payload::Unsigned`) `x-amz-content-sha256`, then canonicalizes over every header present
-/// except `authorization`. Returns the `x-amz-date` value and the canonical request.
-pub(crate) fn prepare_signing(
-    method: &Method,
-    target: &str,
-    headers: &mut HeaderMap,
-    payload: Payload<'_>,
-    creds: &Credentials,
-    now: SystemTime,
-) -> Result<(String, Prepared), http::header::InvalidHeaderValue> {
-    let amz_date = format_amz_date(now);
-    headers.insert("x-amz-date", amz_date.parse()?);
-    if let Some(token) = &creds.session_token {
-        headers.insert("x-amz-security-token", token.parse()?);
-    }
-    let payload_hash = match payload {
-        Payload::Body(body) => sha256_hex(body),
-        Payload::Unsigned => {
-            headers.insert(
-                "x-amz-content-sha256",
-                http::HeaderValue::from_static(UNSIGNED_PAYLOAD),
-            );
-            UNSIGNED_PAYLOAD.to_string()
-        }
-    };
-    let mut names: Vec<String> = headers.keys().map(|k| k.as_str().to_string()).collect();
-    names.retain(|n| n != "authorization");
-    names.sort();
-    names.dedup();
-    let signed: Vec<&str> = names.iter().map(String::as_str).collect();
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let text = canonical_request(
-        method.as_str(),
-        path,
-        query,
-        headers,
-        &signed,
-        &payload_hash,
-        true,
-    );
-    Ok((
-        amz_date,
-        Prepared {
-            text,
-            signed_headers: signed.join(";"),
-        },
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -679,7 +586,7 @@ mod tests {
             "AWS4-HMAC-SHA256 Credential=AKID/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
         )
         .expect("parse");
-        assert_eq!(ok.signed_headers, vec!["host", "x-amz-date"]);
+        assert_eq!(ok.components.signed_headers, vec!["host", "x-amz-date"]);
         for bad in [
             "Bearer x",
             "AWS4-HMAC-SHA256 Credential=AKID/20150830/us-east-1/service/aws4_request",

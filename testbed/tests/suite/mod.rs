@@ -9,7 +9,14 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde_json::Value;
-use sigv4_testbed::sigv4::{self, Credentials, Expect};
+use sigv4_testbed::sigv4::{self, Credentials, Expect, Payload, Request, Verified, VerifyError};
+
+/// `sigv4::verify_payload` or `sigv4a::verify`: the two verifiers take the same inputs.
+pub type Verifier = fn(
+    &Request<'_>,
+    &Expect,
+    &dyn Fn(&str) -> Option<Credentials>,
+) -> Result<Verified, VerifyError>;
 
 pub fn suite_dir(kind: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -24,6 +31,7 @@ pub fn suite_dir(kind: &str) -> PathBuf {
 }
 
 /// A raw HTTP request from a `.txt` file: target kept byte for byte, folded header lines joined.
+#[derive(Clone)]
 pub struct RawRequest {
     pub method: Method,
     pub target: String,
@@ -74,6 +82,54 @@ impl RawRequest {
         }
         map
     }
+
+    /// `verifier`'s verdict on this request, with the case's credentials and expectations.
+    pub fn verify(&self, verifier: Verifier, case: &Case) -> Result<Verified, VerifyError> {
+        let headers = self.header_map();
+        let request = Request {
+            method: &self.method,
+            target: &self.target,
+            headers: &headers,
+            payload: Payload::Body(&self.body),
+        };
+        verifier(&request, &case.expect(), &case.lookup())
+    }
+
+    /// A copy with `change` made to it (for the "one byte changed is refused" checks).
+    pub fn with(&self, change: impl FnOnce(&mut RawRequest)) -> RawRequest {
+        let mut copy = self.clone();
+        change(&mut copy);
+        copy
+    }
+
+    /// A copy with one more byte at the end of the path (a change normalization cannot undo).
+    pub fn with_longer_path(&self) -> RawRequest {
+        self.with(|r| {
+            r.target = match r.target.split_once('?') {
+                Some((p, q)) => format!("{p}x?{q}"),
+                None => format!("{}x", r.target),
+            }
+        })
+    }
+
+    /// A copy with one byte of the body changed (or one byte added to an empty body).
+    pub fn with_changed_body(&self) -> RawRequest {
+        self.with(|r| match r.body.first_mut() {
+            Some(b) => *b ^= 0x01,
+            None => r.body.push(b'x'),
+        })
+    }
+
+    /// The value of header `name` (lower case).
+    ///
+    /// # Panics
+    /// If the request has no such header.
+    pub fn header_mut(&mut self, name: &str) -> &mut String {
+        match self.headers.iter_mut().find(|(k, _)| k == name) {
+            Some((_, v)) => v,
+            None => panic!("no {name} header"),
+        }
+    }
 }
 
 pub struct Case {
@@ -108,6 +164,12 @@ impl Case {
         let compact: String = ts.chars().filter(|c| *c != '-' && *c != ':').collect();
         sigv4::parse_amz_date(&compact).unwrap_or_else(|| panic!("{}: timestamp {ts}", self.name))
     }
+    /// A credential lookup that knows only this case's access key.
+    pub fn lookup(&self) -> impl Fn(&str) -> Option<Credentials> {
+        let creds = self.creds();
+        move |akid: &str| (akid == creds.access_key_id).then(|| creds.clone())
+    }
+
     pub fn expect(&self) -> Expect {
         Expect {
             region: self.str("region").to_string(),
@@ -146,6 +208,42 @@ pub fn cases(kind: &str, marker: &str, min: usize) -> Vec<Case> {
         cases.len()
     );
     cases
+}
+
+/// Whether a verdict is a signature mismatch (not an earlier refusal).
+pub fn is_mismatch(verdict: &Result<Verified, VerifyError>) -> bool {
+    matches!(verdict, Err(VerifyError::SignatureMismatch { .. }))
+}
+
+/// The checks both algorithms make of a case's `header-signed-request.txt`: `verifier` accepts
+/// it (as `AKIDEXAMPLE`), finds a signature mismatch once the path gains a byte (a change
+/// normalization cannot undo) and refuses it once a byte of the body changes. Returns the
+/// request and the verdict, for the algorithm's own checks.
+pub fn check_signed_request(case: &Case, verifier: Verifier) -> (RawRequest, Verified) {
+    let signed = RawRequest::parse(&case.file("header-signed-request.txt"));
+    let verified = signed
+        .verify(verifier, case)
+        .unwrap_or_else(|e| panic!("{}: signed request rejected: {e}", case.name));
+    assert_eq!(verified.access_key_id, "AKIDEXAMPLE", "{}", case.name);
+    assert!(
+        is_mismatch(&signed.with_longer_path().verify(verifier, case)),
+        "{}: changed path accepted",
+        case.name
+    );
+    assert!(
+        signed.with_changed_body().verify(verifier, case).is_err(),
+        "{}: changed body accepted",
+        case.name
+    );
+    (signed, verified)
+}
+
+/// The case `name` of `cases`.
+pub fn find(cases: Vec<Case>, name: &str) -> Case {
+    cases
+        .into_iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no case {name}"))
 }
 
 /// The canonical request a signer makes of `request.txt` with header signing: it adds
