@@ -1,6 +1,6 @@
 //! Background credentials: refreshed before expiry without a failed request, not ready (503)
 //! until the first credentials arrive, base credentials without a role. (An STS outage, fail
-//! closed at expiry and recovery are in tests/faults.rs.)
+//! closed at expiry and recovery are in tests/faults/credentials.rs.)
 
 mod common;
 
