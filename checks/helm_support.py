@@ -1,17 +1,20 @@
-"""Helpers for checks/test_helm.py: render charts with Helm's own engine (helm-python-sdk,
-no helm binary), split the output into Kubernetes objects, and validate them with
-kubernetes-validate (plus subset schemas for the PodMonitor and PrometheusRule CRDs)."""
+"""Helpers for the chart tests (checks/test_helm.py, test_helm_config.py, test_alerts.py):
+render charts with Helm's own engine (helm-python-sdk, no helm binary), split the output into
+Kubernetes objects, validate them with kubernetes-validate (plus subset schemas for the
+PodMonitor and PrometheusRule CRDs), and the value sets the tests share."""
 
 from __future__ import annotations
 
 import copy
 import shutil
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import helm_python as helm
 import jsonschema
 import kubernetes_validate.utils as kv
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -227,3 +230,112 @@ def rules(values: dict[str, Any] | None = None) -> dict[str, Any]:
 def write_rules(path: Path, values: dict[str, Any] | None = None) -> Path:
     path.write_text(yaml.safe_dump(rules(values), sort_keys=False))
     return path
+
+
+# --- values and rendered objects shared by the chart tests ---------------------------------
+
+FULLNAME = f"{RELEASE}-sigv4-sidecar"
+
+BASE: dict[str, Any] = {"config": {"upstream": UPSTREAM}}
+
+TWO_ROUTES: list[dict[str, Any]] = [
+    {
+        "name": "search",
+        "listen": "127.0.0.1:8081",
+        "upstream": "https://search-logs-xyz.eu-west-1.es.amazonaws.com",
+        "region": "eu-west-1",
+        "service": "es",
+        "roleArn": "arn:aws:iam::222222222222:role/search-reader",
+    },
+    {
+        "name": "fn-url",
+        "listen": "127.0.0.1:8082",
+        "upstream": "https://abcdefghijklmnopqrstuvwxyz012345.lambda-url.us-east-1.on.aws",
+        "maxBodyBytes": 1048576,
+        "requestTimeout": "10s",
+    },
+]
+
+
+# Every top-level config key, each set to a value that is not its default.
+ALL_TOP_LEVEL = {
+    "upstream": UPSTREAM,
+    "region": "us-east-1",
+    "service": "execute-api",
+    "roleArn": "arn:aws:iam::111111111111:role/orders-caller",
+    "roleSessionName": "orders",
+    "externalId": "ext-\"quoted\"\\slash",
+    "roleDuration": "2h",
+    "refreshBeforeExpiry": "15m",
+    "maxBodyBytes": 20971520,
+    "caFile": "/etc/sigv4-sidecar/ca/ca.pem",
+    "connectTimeout": "1500ms",
+    "requestTimeout": "45s",
+    "connect": "vpce-0abc123-de4f5g6h.execute-api.us-east-1.vpce.amazonaws.com",
+    "payload": "unsigned",
+    "signingAlgorithm": "sigv4a",
+    "regionSet": "us-east-1,us-west-2",
+    "unsignedHeaders": ["x-edge-hop", "X-Cdn-Id"],
+    "clientAuthorizationTo": "x-original-authorization",
+    "shutdownGrace": "25s",
+    "listen": "127.0.0.1:18080",
+    "adminListen": "0.0.0.0:19090",
+    "logFormat": "text",
+    "logLevel": "debug",
+    "maxConnections": 512,
+    "maxInflightBodyBytes": 41943040,
+    "maxHeaderBytes": 32768,
+    "headerReadTimeout": "5s",
+}
+
+def with_(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """Deep copy of base with dotted-path changes: with_(BASE, **{"config.region": "x"})."""
+    out = copy.deepcopy(base)
+    for path, value in changes.items():
+        node = out
+        *parents, last = path.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return out
+
+
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "defaults": BASE,
+    "plain-container": with_(BASE, nativeSidecar=False),
+    "podmonitor": with_(BASE, **{"metrics.podMonitor.enabled": True,
+                                 "metrics.podMonitor.labels": {"release": "kube-prometheus-stack"}}),
+    "alerts-and-dashboard": with_(BASE, **{"metrics.prometheusRule.enabled": True,
+                                           "metrics.prometheusRule.labels": {"release": "kube-prometheus-stack"},
+                                           "metrics.grafanaDashboard.enabled": True}),
+    "two-routes": with_(BASE, **{"config.routes": TWO_ROUTES,
+                                 "config.roleArn": "arn:aws:iam::111111111111:role/orders-caller"}),
+    "irsa-existing-sa": with_(BASE, **{"serviceAccount.create": False, "serviceAccount.name": "orders",
+                                       "automountServiceAccountToken": False}),
+}
+
+
+def deployment(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(objs, "Deployment")
+
+
+def pod_spec(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    return deployment(objs)["spec"]["template"]["spec"]
+
+
+def config_toml(objs: list[dict[str, Any]]) -> str:
+    return one(objs, "ConfigMap", f"{FULLNAME}-config")["data"]["config.toml"]
+
+
+def config(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    return tomllib.loads(config_toml(objs))
+
+
+def schema_rejects(values: dict[str, Any], match: str) -> None:
+    """Both the schema check and a render must refuse the values, naming the problem."""
+    with helm.Chart.load(CHART_DIR) as chart:
+        merged = chart.merge_values(values)
+        with pytest.raises(helm.HelmValuesError, match=match):
+            chart.validate_schema(merged)
+    with pytest.raises(helm.HelmValuesError, match=match):
+        render(CHART_DIR, values)
