@@ -19,19 +19,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import helm_support as hs  # noqa: E402
-from helm_support import (  # noqa: E402
-    ALL_TOP_LEVEL,
-    BASE,
-    CHART_DIR,
-    TWO_ROUTES,
-    UPSTREAM,
-    VALUE_SETS,
-    config,
-    config_toml,
-    deployment,
-    schema_rejects,
-    with_,
-)
+from helm_support import ALL_TOP_LEVEL, BASE, CHART_DIR, TWO_ROUTES, UPSTREAM, VALUE_SETS  # noqa: E402
+from helm_support import config, config_toml, deployment, schema_rejects, with_  # noqa: E402
 
 
 # --- the rendered TOML -----------------------------------------------------------------------
