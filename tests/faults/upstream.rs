@@ -104,13 +104,22 @@ async fn truncated_body(chunked: bool) {
     let res = client()
         .get(sidecar.url("/truncated").parse().expect("uri"))
         .await;
-    // The upstream resets at once this time (the watch is already true): a 502 if the reset
-    // came before the headers were read, else a 200 whose body fails.
-    if let Some(res) = res.ok().filter(|r| r.status() == 200) {
+    // The upstream resets at once this time (the watch is already true): a 502 from the
+    // sidecar if the reset came before the headers were read, else a 200 whose body fails.
+    // Both outcomes are checked; neither may look like a complete answer.
+    let res = res.expect("the sidecar answers");
+    if res.status() == 200 {
         use http_body_util::BodyExt;
         assert!(
             res.into_body().collect().await.is_err(),
             "a truncated body was delivered as complete"
+        );
+    } else {
+        assert_eq!(res.status(), 502);
+        let code = res.headers().get("x-sigv4-sidecar-error");
+        assert_eq!(
+            code.and_then(|v| v.to_str().ok()),
+            Some("upstream_unreachable")
         );
     }
 }
