@@ -19,8 +19,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningParams,
-    SigningSettings, UriPathNormalizationMode,
+    sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningParams, SigningSettings,
 };
 use aws_sigv4::sign::v4a;
 use http::{HeaderName, HeaderValue};
@@ -117,10 +116,8 @@ impl<'a> From<BodyHash<'a>> for signing::Payload<'a> {
 }
 
 /// How a route signs, fixed at start.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RouteSigner {
-    pub region: String,
-    pub service: String,
     pub algorithm: Algorithm,
     pub payload: Payload,
     unsigned_headers: Vec<HeaderName>,
@@ -129,38 +126,25 @@ pub struct RouteSigner {
     client_authorization_to: Option<HeaderName>,
     /// The SigV4 signer (and its signing-key cache).
     scope: Scope,
-    /// aws-sigv4's settings, for SigV4A.
+    /// aws-sigv4's settings, for SigV4A: the scope's, plus the payload header when unsigned.
     settings: SigningSettings,
 }
 
 impl RouteSigner {
     pub fn new(cfg: &RouteConfig) -> Self {
-        let mut settings = SigningSettings::default();
-        // Which headers are signed is decided by `excluded` below, before aws-sigv4 sees them
-        // (its list cannot say `x-forwarded-*`); without the list the settings clone for free.
-        settings.excluded_headers = None;
-        let s3 = cfg.service == "s3" || cfg.service == "s3-object-lambda";
-        if s3 {
-            // S3 signs the path as sent: single encoding, no normalization.
-            settings.percent_encoding_mode = PercentEncodingMode::Single;
-            settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-        } else {
-            settings.percent_encoding_mode = PercentEncodingMode::Double;
-            settings.uri_path_normalization_mode = UriPathNormalizationMode::Enabled;
-        }
-        if s3 || cfg.reach.payload == Payload::Unsigned {
-            // The payload line goes in a header too: S3 wants it, and Lattice requires
-            // `x-amz-content-sha256: UNSIGNED-PAYLOAD`.
+        let scope = Scope::new(&cfg.region, &cfg.service);
+        let mut settings = scope.settings().clone();
+        if cfg.reach.payload == Payload::Unsigned {
+            // Lattice requires `x-amz-content-sha256: UNSIGNED-PAYLOAD` (S3 scopes have it
+            // already).
             settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
         }
         RouteSigner {
-            region: cfg.region.clone(),
-            service: cfg.service.clone(),
             algorithm: cfg.reach.algorithm.clone(),
             payload: cfg.reach.payload,
             unsigned_headers: cfg.reach.unsigned_headers.clone(),
             client_authorization_to: cfg.reach.client_authorization_to.clone(),
-            scope: Scope::new(&cfg.region, &cfg.service),
+            scope,
             settings,
         }
     }
@@ -180,7 +164,7 @@ impl RouteSigner {
 
     /// The upstream's message as the warning shows it: redacted as [`Self::redact`], cut short.
     pub fn shown_message(&self, text: &str, signed: &Signed) -> String {
-        crate::auth_failures::shown_message(&self.redact(text, signed), &[], &[])
+        crate::auth_failures::shown_message(self.redact(text, signed))
     }
 
     /// Whether header `name` (lowercase) is forwarded without being signed.
@@ -194,12 +178,12 @@ impl RouteSigner {
     pub fn diagnostics(&self, signed: &Signed) -> Option<Diagnostics> {
         if self.algorithm == Algorithm::SigV4 {
             let headers = signing::signable_headers(&signed.headers, |n| self.excluded(n));
-            let req = RequestToSign {
-                method: signed.method.as_str(),
-                path_and_query: signed.uri.path_and_query().map_or("/", |pq| pq.as_str()),
-                headers: &headers,
-                payload: signed.body_hash().into(),
-            };
+            let req = RequestToSign::new(
+                &signed.method,
+                &signed.uri,
+                &headers,
+                signed.body_hash().into(),
+            );
             let d = self
                 .scope
                 .diagnostics(&signed.creds, signed.now, &req)
@@ -224,16 +208,11 @@ impl RouteSigner {
         result.ok()?;
         let amz_date = parts.headers.get("x-amz-date")?.to_str().ok()?;
         let day = amz_date.get(..8)?;
-        let (algorithm, scope) = match &self.algorithm {
-            Algorithm::SigV4 => (
-                "AWS4-HMAC-SHA256",
-                format!("{day}/{}/{}/aws4_request", self.region, self.service),
-            ),
-            Algorithm::SigV4a { .. } => (
-                "AWS4-ECDSA-P256-SHA256",
-                format!("{day}/{}/aws4_request", self.service),
-            ),
-        };
+        // SigV4A's credential scope has no region (the region set is a signed header).
+        let (algorithm, scope) = (
+            "AWS4-ECDSA-P256-SHA256",
+            format!("{day}/{}/aws4_request", self.scope.service),
+        );
         let string_to_sign = crate::sigv4_text::string_to_sign(
             algorithm,
             amz_date,
@@ -264,12 +243,7 @@ impl RouteSigner {
         let Algorithm::SigV4a { region_set } = &self.algorithm else {
             let signature = {
                 let headers = signing::signable_headers(&parts.headers, |n| self.excluded(n));
-                let req = RequestToSign {
-                    method: parts.method.as_str(),
-                    path_and_query: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
-                    headers: &headers,
-                    payload: body.into(),
-                };
+                let req = RequestToSign::new(&parts.method, &parts.uri, &headers, body.into());
                 self.scope.sign(creds, now, &req)?
             };
             signature.apply(&mut parts.headers);
@@ -277,11 +251,7 @@ impl RouteSigner {
         };
         // SigV4A: aws-sigv4's `sign()`, with the same header choice.
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let headers = parts
-            .headers
-            .iter()
-            .filter(|(name, _)| !self.excluded(name.as_str()))
-            .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)));
+        let headers = signing::signable_headers(&parts.headers, |n| self.excluded(n));
         let body = match body {
             BodyHash::Sha256(h) => SignableBody::Precomputed(h.to_string()),
             BodyHash::Unsigned => SignableBody::UnsignedPayload,
@@ -289,12 +259,13 @@ impl RouteSigner {
         let failed = |e: &dyn std::fmt::Display| {
             ProxyError::Internal(format!("request cannot be signed: {e}"))
         };
-        let signable = SignableRequest::new(parts.method.as_str(), target, headers, body)
-            .map_err(|e| failed(&e))?;
+        let signable =
+            SignableRequest::new(parts.method.as_str(), target, headers.iter().copied(), body)
+                .map_err(|e| failed(&e))?;
         let params: SigningParams<'_> = v4a::SigningParams::builder()
             .identity(&creds.identity)
             .region_set(region_set)
-            .name(&self.service)
+            .name(&self.scope.service)
             .time(now)
             .settings(self.settings.clone())
             .build()
@@ -304,6 +275,7 @@ impl RouteSigner {
             .map_err(|e| failed(&e))?
             .into_parts();
         let (new_headers, _query) = instructions.into_parts();
+        drop(headers); // the signed names and values borrow `parts.headers`
         for h in new_headers {
             let mut value = HeaderValue::from_str(h.value())
                 .map_err(|e| ProxyError::Internal(format!("signature header is invalid: {e}")))?;

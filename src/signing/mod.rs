@@ -79,6 +79,23 @@ pub struct RequestToSign<'a> {
     pub payload: Payload<'a>,
 }
 
+impl<'a> RequestToSign<'a> {
+    /// The request `method uri` as forwarded, with `headers` (from [`signable_headers`]).
+    pub fn new(
+        method: &'a http::Method,
+        uri: &'a http::Uri,
+        headers: &'a [(&'a str, &'a str)],
+        payload: Payload<'a>,
+    ) -> Self {
+        RequestToSign {
+            method: method.as_str(),
+            path_and_query: uri.path_and_query().map_or("/", |pq| pq.as_str()),
+            headers,
+            payload,
+        }
+    }
+}
+
 /// The headers a signature adds to the request.
 #[derive(Debug, Clone)]
 pub struct Signature {
@@ -123,13 +140,6 @@ pub struct Scope {
     pub service: String,
     settings: SigningSettings,
     keys: key::KeyCache,
-}
-
-impl Clone for Scope {
-    /// A clone starts with an empty key cache.
-    fn clone(&self) -> Self {
-        Scope::new(&self.region, &self.service)
-    }
 }
 
 impl fmt::Debug for Scope {
@@ -409,12 +419,12 @@ pub fn sign_request(
 ) -> Result<(), ProxyError> {
     let signature = {
         let headers = signable_headers(&parts.headers, |n| UNSIGNED.contains(&n));
-        let req = RequestToSign {
-            method: parts.method.as_str(),
-            path_and_query: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
-            headers: &headers,
-            payload: Payload::Sha256(payload_sha256),
-        };
+        let req = RequestToSign::new(
+            &parts.method,
+            &parts.uri,
+            &headers,
+            Payload::Sha256(payload_sha256),
+        );
         scope.sign(creds, now, &req)?
     };
     signature.apply(&mut parts.headers);
