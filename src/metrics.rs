@@ -186,7 +186,8 @@ fn code_index(status: u16) -> usize {
 }
 
 /// The status label of `status`.
-pub fn code_label(status: u16) -> &'static str {
+#[cfg(test)]
+fn code_label(status: u16) -> &'static str {
     CODES[code_index(status)]
 }
 
