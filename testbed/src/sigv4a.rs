@@ -17,7 +17,6 @@
 //! canonicalization and the checks around them are written here from the published algorithm and share no code with
 //! `aws-sigv4`, whose signing this verifier exists to check.
 
-use hmac::{Hmac, Mac};
 use http::HeaderMap;
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
@@ -65,7 +64,7 @@ pub fn derive_private_key(access_key_id: &str, secret_access_key: &str) -> [u8; 
         fixed.extend_from_slice(access_key_id.as_bytes());
         fixed.push(counter);
         fixed.extend_from_slice(&256u32.to_be_bytes());
-        let candidate = hmac_sha256(input_key.as_bytes(), &fixed);
+        let candidate = crate::sigv4::canonical::hmac(input_key.as_bytes(), &fixed);
         // Big-endian byte arrays of equal length compare like the integers they encode.
         if candidate <= N_MINUS_2 {
             return add_one(candidate);
@@ -76,15 +75,6 @@ pub fn derive_private_key(access_key_id: &str, secret_access_key: &str) -> [u8; 
             None => unreachable!("SigV4A KDF exhausted its counter"),
         };
     }
-}
-
-fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut mac = match Hmac::<sha2::Sha256>::new_from_slice(key) {
-        Ok(mac) => mac,
-        Err(_) => unreachable!("HMAC-SHA256 takes keys of any length"),
-    };
-    mac.update(data);
-    mac.finalize().into_bytes().into()
 }
 
 /// `x + 1` for a big-endian 256-bit `x <= n - 2` (so it cannot overflow).

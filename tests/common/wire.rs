@@ -145,11 +145,6 @@ impl Conn {
         true
     }
 
-    /// Bytes received but not part of a parsed answer.
-    pub fn leftover(&self) -> &[u8] {
-        &self.buf
-    }
-
     pub fn into_split(
         self,
     ) -> (

@@ -154,12 +154,6 @@ impl GatewayBuilder {
         self
     }
 
-    /// Replaces all modes at once.
-    pub fn modes(mut self, modes: GatewayModes) -> Self {
-        self.modes = modes;
-        self
-    }
-
     /// Binds and serves; the gateway answers as soon as this returns.
     pub async fn start(self) -> std::io::Result<Gateway> {
         Gateway::start_with(self.config, self.modes, self.port).await

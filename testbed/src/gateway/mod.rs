@@ -283,19 +283,9 @@ impl Gateway {
         &self.state.config.sts
     }
 
-    /// `arn:aws:execute-api:<region>:<acct>:<api>/<stage>/<METHOD>/<path>` for a request.
-    pub fn execute_api_arn(&self, method: &str, resource_path: &str) -> String {
-        execute_api_arn(&self.state.config, method, resource_path)
-    }
-
     /// From now on answer every verified request with `refusal` (`None`: real verdicts again).
     pub fn set_forced_refusal(&self, refusal: Option<Refusal>) {
         *lock(&self.state.forced) = refusal;
-    }
-
-    /// The modes the gateway runs with.
-    pub fn modes(&self) -> &GatewayModes {
-        &self.state.modes
     }
 
     pub fn shutdown(&self) {
@@ -303,6 +293,7 @@ impl Gateway {
     }
 }
 
+/// `arn:aws:execute-api:<region>:<acct>:<api>/<stage>/<METHOD>/<path>` for a request.
 fn execute_api_arn(config: &GatewayConfig, method: &str, resource_path: &str) -> String {
     let stage = if config.stage.is_empty() {
         "$default"

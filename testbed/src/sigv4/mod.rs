@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, Method};
 
-mod canonical;
+pub(crate) mod canonical;
 mod sign;
 mod time;
 
