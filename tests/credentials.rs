@@ -64,8 +64,7 @@ async fn not_ready_and_503_until_the_first_credentials_arrive() {
     assert_eq!(ready.status, 503);
     ready.assert_json_contains("/reason", "default");
     let res = get(&sidecar.url("/early")).await;
-    assert_eq!(res.status, 503);
-    assert_eq!(res.sidecar_error(), Some("credentials_unavailable"));
+    res.assert_sidecar(503, "credentials_unavailable");
     res.assert_json_contains("/message", "Throttling");
     assert!(res.headers.contains_key("retry-after"));
     assert_eq!(

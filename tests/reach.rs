@@ -128,8 +128,7 @@ async fn connect_reaches_a_private_api_whose_certificate_names_only_the_endpoint
     )
     .await;
     let r = get(&sidecar.url("/hello")).await;
-    assert_eq!(r.status, 502, "{:?}", r.body);
-    assert_eq!(r.sidecar_error(), Some("upstream_unreachable"));
+    r.assert_sidecar(502, "upstream_unreachable");
     assert_eq!(gw.requests().len(), before);
 }
 

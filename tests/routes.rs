@@ -241,8 +241,7 @@ async fn readiness_names_every_route() {
         "{v}"
     );
     let res = get(&format!("http://{}/logs", t.sidecar.route_addr("search"))).await;
-    assert_eq!(res.status, 503);
-    assert_eq!(res.sidecar_error(), Some("credentials_unavailable"));
+    res.assert_sidecar(503, "credentials_unavailable");
 
     t.sts.set_mode(StsMode::Ok);
     t.sidecar.expect_refreshes(2, Duration::from_secs(40));

@@ -243,6 +243,5 @@ async fn https_upstream_with_private_ca_and_http2() {
     ))
     .await;
     let res = get(&untrusted.url("/tls")).await;
-    assert_eq!(res.status, 502);
-    assert_eq!(res.sidecar_error(), Some("upstream_unreachable"));
+    res.assert_sidecar(502, "upstream_unreachable");
 }

@@ -221,8 +221,7 @@ async fn assert_failed_closed(
     let forwarded = gw.requests().len();
     for _ in 0..3 {
         let res = send("POST", &sidecar.url("/refused"), &[], "payload").await;
-        assert_eq!(res.status, 503);
-        assert_eq!(res.sidecar_error(), Some("credentials_unavailable"));
+        res.assert_sidecar(503, "credentials_unavailable");
     }
     assert_eq!(
         gw.requests().len(),
@@ -361,8 +360,7 @@ async fn sts_outage_longer_than_the_credential_lifetime() {
     let mut refused_count = 0;
     while SystemTime::now() < old.expiration + Duration::from_secs(3) {
         let res = get(&sidecar.url("/long-outage")).await;
-        assert_eq!(res.status, 503, "{:?}", res.body);
-        assert_eq!(res.sidecar_error(), Some("credentials_unavailable"));
+        res.assert_sidecar(503, "credentials_unavailable");
         refused_count += 1;
         assert_eq!(get(&sidecar.admin_url("/readyz")).await.status, 503);
         tokio::time::sleep(Duration::from_millis(500)).await; // a steady request rate

@@ -136,8 +136,7 @@ async fn secrets_never_appear_in_error_bodies_or_logs() {
         sidecar.logs()
     );
     let res = get(&sidecar.url("/after-expiry")).await;
-    assert_eq!(res.status, 503, "{:?}", res.body);
-    assert_eq!(res.sidecar_error(), Some("credentials_unavailable"));
+    res.assert_sidecar(503, "credentials_unavailable");
     let body = String::from_utf8_lossy(&res.body).into_owned();
     assert!(!sts.issued().is_empty());
     assert_no_secrets(&body, &sts, "503 body");
